@@ -1,0 +1,34 @@
+# Pulse — WedSync's system-health and performance monitoring pipeline.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+GO    ?= go
+STATICCHECK_VERSION := v0.8.2
+
+.DEFAULT_GOAL := help
+
+.PHONY: help build run test bench cover lint
+
+help: ## list the targets
+	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+build: ## build bin/pulse (with the embedded chDB backend)
+	$(GO) build -tags chdb -o bin/pulse ./cmd/pulse
+
+run: build ## run the whole pipeline on embedded NATS and chDB; prints how to send a first event
+	@lib=$$(scripts/libchdb.sh) && CHDB_LIB_PATH=$$lib exec ./bin/pulse serve --data-dir data
+
+test: ## start the services tests need (ClickHouse, Postgres, Redis, NATS), then run every test with -race
+	scripts/test.sh
+
+bench: ## end-to-end and raw-limit benchmarks against the ClickHouse server, plus hot-path micro-benchmarks
+	scripts/bench.sh
+
+cover: ## per-package test coverage
+	scripts/test.sh -cover
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags chdb ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags chdb ./...

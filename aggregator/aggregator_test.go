@@ -1,0 +1,254 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/stream"
+	"github.com/wedsync/pulse/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// pipeline is an aggregator running against a fresh NATS server and store.
+type pipeline struct {
+	js     jetstream.JetStream
+	nc     *nats.Conn
+	agg    *Aggregator
+	store  *chstore.Store
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startPipeline(t *testing.T, store *chstore.Store, cfg Config) *pipeline {
+	t.Helper()
+	ns := testenv.NATS(t)
+	nc, js := testenv.Connect(t, ns.ClientURL())
+	testenv.Streams(t, js, stream.Config{})
+	p := &pipeline{js: js, nc: nc, store: store, done: make(chan error, 1)}
+	p.agg = New(cfg, js, store, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() { p.done <- p.agg.Run(ctx) }()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *pipeline) stop() {
+	if p.cancel != nil {
+		p.cancel()
+		<-p.done
+		p.cancel = nil
+	}
+}
+
+var base = time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+
+func requests(prefix string, n int) []event.Request {
+	out := make([]event.Request, n)
+	for i := range out {
+		out[i] = event.Request{
+			Timestamp: base.Add(time.Duration(i) * time.Millisecond), Service: "web", Endpoint: "/api/clients/:id",
+			Method: "GET", StatusCode: uint16(200 + i%4*100), ResponseTimeMS: float64(i%500) + 0.5,
+			RequestID: fmt.Sprintf("%s-%d", prefix, i),
+		}
+	}
+	return out
+}
+
+func publishBatch(t *testing.T, js jetstream.JetStream, reqs []event.Request) {
+	t.Helper()
+	msg := &nats.Msg{Subject: stream.SubjectEdgeRequests, Header: nats.Header{"Pulse-Encoding": []string{"batch-v1"}},
+		Data: event.AppendBatch(nil, reqs)}
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+func publishRaw(t *testing.T, js jetstream.JetStream, subject string, data []byte) {
+	t.Helper()
+	if _, err := js.Publish(context.Background(), subject, data); err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+}
+
+func storedIDs(t *testing.T, s *chstore.Store) []string {
+	t.Helper()
+	rows, err := s.Query(context.Background(), "SELECT request_id FROM "+s.T("requests"))
+	if err != nil {
+		t.Fatalf("read request ids: %v", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestEventsSentEqualRowsStored sends edge batches, direct JSON from the
+// fleet and poison messages, and compares the multiset of request IDs
+// stored with the one sent, on both ClickHouse backends.
+func TestEventsSentEqualRowsStored(t *testing.T) {
+	for name, store := range testenv.Backends(t) {
+		t.Run(name, func(t *testing.T) {
+			p := startPipeline(t, store, Config{MaxRows: 700, MaxDelay: 50 * time.Millisecond})
+			var want []string
+			for b := range 5 {
+				reqs := requests(fmt.Sprintf("edge%d", b), 500)
+				publishBatch(t, p.js, reqs)
+				for _, q := range reqs {
+					want = append(want, q.RequestID)
+				}
+			}
+			// The fleet publishing straight to NATS: one event, then an
+			// array; one without a request_id gets a deterministic one.
+			publishRaw(t, p.js, "pulse.ingest.requests.checkout", []byte(`{"endpoint":"/pay/42","response_time_ms":12,"status_code":200,"request_id":"direct-1"}`))
+			publishRaw(t, p.js, "pulse.ingest.requests.checkout", []byte(`[{"endpoint":"/pay","response_time_ms":1,"status_code":201,"request_id":"direct-2"},{"endpoint":"/pay","response_time_ms":2,"status_code":500}]`))
+			want = append(want, "direct-1", "direct-2")
+			// Poison: each goes to the dead-letter subject, none blocks.
+			publishRaw(t, p.js, "pulse.ingest.requests.checkout", []byte(`{"endpoint":`))
+			publishRaw(t, p.js, "pulse.ingest.requests.checkout", []byte(`{"endpoint":"/x","response_time_ms":-1,"status_code":200}`))
+			publishRaw(t, p.js, "pulse.ingest.requests.Bad.Service", []byte(`{"endpoint":"/x","response_time_ms":1,"status_code":200}`))
+			publishRaw(t, p.js, stream.SubjectEdgeRequests, []byte{1, 2, 3})
+			publishRaw(t, p.js, "pulse.ingest.other", []byte(`{}`))
+			publishBatch(t, p.js, requests("after-poison", 10))
+			for i := range 10 {
+				want = append(want, fmt.Sprintf("after-poison-%d", i))
+			}
+
+			total := uint64(len(want) + 1) // plus the event without a request_id
+			testenv.Eventually(t, 20*time.Second, "all rows stored", func() bool {
+				return testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")) >= total
+			})
+			p.stop()
+
+			got := storedIDs(t, store)
+			generated := slices.IndexFunc(got, func(id string) bool { return len(id) > 5 && id[:5] == "nats-" })
+			if generated < 0 {
+				t.Fatalf("no generated request_id among %d rows", len(got))
+			}
+			got = slices.Delete(got, generated, generated+1)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("stored %d request ids; want %d (first stored %v)", len(got), len(want), got[:min(5, len(got))])
+			}
+			if n := p.agg.Stats().DeadLetters.Load(); n != 5 {
+				t.Errorf("dead letters = %d; want 5", n)
+			}
+			assertDeadLetters(t, p.js, 5)
+			rollup := testenv.Count(t, store, "SELECT toUInt64(countMerge(requests)) FROM "+store.T("requests_1m"))
+			if rollup != total {
+				t.Errorf("rollup counts %d requests; want %d", rollup, total)
+			}
+		})
+	}
+}
+
+func assertDeadLetters(t *testing.T, js jetstream.JetStream, want int) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "PULSE_DEADLETTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := cons.FetchNoWait(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range msgs.Messages() {
+		n++
+		if m.Headers().Get(stream.HeaderReason) == "" || m.Headers().Get(stream.HeaderSubject) == "" {
+			t.Errorf("dead letter on %s lacks reason or subject headers: %v", m.Subject(), m.Headers())
+		}
+	}
+	if n != want {
+		t.Errorf("dead-letter stream holds %d messages; want %d", n, want)
+	}
+}
+
+// TestRedeliveryDoesNotDuplicate stores part of a message's rows, as a
+// crashed aggregator might have, then lets the message be redelivered: the
+// aggregator must insert exactly the missing rows.
+func TestRedeliveryDoesNotDuplicate(t *testing.T) {
+	for name, store := range testenv.Backends(t) {
+		t.Run(name, func(t *testing.T) {
+			ns := testenv.NATS(t)
+			_, js := testenv.Connect(t, ns.ClientURL())
+			testenv.Streams(t, js, stream.Config{})
+			reqs := requests("redeliver", 100)
+			publishBatch(t, js, reqs)
+
+			// A first delivery that is never acked.
+			ctx := context.Background()
+			cons, err := js.CreateOrUpdateConsumer(ctx, "PULSE_INGEST", jetstream.ConsumerConfig{
+				Durable: "aggregator", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second, MaxDeliver: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range msgs.Messages() {
+			}
+			// Rows 0..59 of stream message 1 were committed before the "crash".
+			b := newBatch()
+			b.add(nil, 1, false, reqs[:60])
+			if err := store.Insert(ctx, "", "requests", b.columns()); err != nil {
+				t.Fatal(err)
+			}
+
+			agg := New(Config{MaxDelay: 20 * time.Millisecond, AckWait: 5 * time.Second}, js, store, zerolog.Nop())
+			runCtx, cancel := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			wg.Go(func() { _ = agg.Run(runCtx) })
+			testenv.Eventually(t, 20*time.Second, "redelivered message committed", func() bool {
+				return agg.Stats().Batches.Load() == 1
+			})
+			cancel()
+			wg.Wait()
+
+			if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")); got != 100 {
+				t.Errorf("rows = %d; want 100", got)
+			}
+			if got := testenv.Count(t, store, "SELECT uniqExact(request_id) FROM "+store.T("requests")); got != 100 {
+				t.Errorf("distinct request ids = %d; want 100", got)
+			}
+			if got := agg.Skipped(); got != 60 {
+				t.Errorf("skipped rows = %d; want 60", got)
+			}
+			if got := testenv.Count(t, store, "SELECT toUInt64(countMerge(requests)) FROM "+store.T("requests_1m")); got != 100 {
+				t.Errorf("rollup counts %d; want 100", got)
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.NumAckPending != 0 || info.NumPending != 0 {
+				t.Errorf("consumer: %d pending acks, %d pending; want none", info.NumAckPending, info.NumPending)
+			}
+		})
+	}
+}

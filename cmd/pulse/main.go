@@ -1,0 +1,148 @@
+// Command pulse is WedSync's system-health and performance monitoring
+// pipeline. One binary, subcommands:
+//
+//	pulse serve     run the pipeline (all roles, or --roles ingest,aggregator,query)
+//	pulse migrate   apply the ClickHouse schema
+//	pulse version   print the version
+//
+// Every flag has a PULSE_* environment twin: --http-addr is PULSE_HTTP_ADDR.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks a command-line mistake; it exits with status 2.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		err = serve(ctx, rest, stdout, stderr)
+	case "migrate":
+		err = migrate(ctx, rest, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "pulse", version)
+	case "help", "-h", "--help":
+		usage(stdout)
+	default:
+		fmt.Fprintf(stderr, "pulse: unknown command %q\n\n", cmd)
+		usage(stderr)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "pulse:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "pulse:", err)
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: pulse <command> [flags]
+
+Commands:
+  serve     run the pipeline: ingest edge, aggregator, query API (see --roles)
+  migrate   apply the ClickHouse schema and exit
+  version   print the version
+
+Run "pulse <command> -h" for the flags of a command. Every flag can also be
+set through the environment: --http-addr is PULSE_HTTP_ADDR.
+`)
+}
+
+// newFlagSet returns a flag set whose flags, once defined, can also be set
+// through PULSE_* variables; see parseWithEnv.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// envName is the environment twin of a flag: PULSE_ and the name in upper
+// case with dashes as underscores.
+func envName(flagName string) string {
+	return "PULSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseWithEnv sets each flag from its environment twin, then parses args,
+// so that a flag on the command line wins over the environment.
+func parseWithEnv(fs *flag.FlagSet, args []string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%w: %s: %v", errUsage, envName(f.Name), e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	return nil
+}
+
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "console", "log format: console or json")
+}
+
+func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(l.level)
+	if err != nil || l.level == "" {
+		return zerolog.Nop(), fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, l.level)
+	}
+	switch l.format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("%w: --log-format %q: want console or json", errUsage, l.format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}

@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wedsync/pulse/aggregator"
+	"github.com/wedsync/pulse/ingest"
+	"github.com/wedsync/pulse/internal/auth"
+	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/httpapi"
+	"github.com/wedsync/pulse/internal/stream"
+	"github.com/wedsync/pulse/schema"
+)
+
+var allRoles = []string{"ingest", "aggregator", "query"}
+
+type serveFlags struct {
+	roles           string
+	httpAddr        string
+	dataDir         string
+	natsURL         string
+	natsListen      string
+	clickhouseDSN   string
+	adminTokens     string
+	ingestTokens    string
+	migrate         bool
+	shutdownTimeout time.Duration
+
+	stream stream.Config
+	ingest ingest.Config
+	agg    aggregator.Config
+	log    logFlags
+}
+
+func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
+	raw := fs.Duration("retention-raw", schema.DefaultRetention.Raw, "how long raw events are kept")
+	rollup := fs.Duration("retention-rollup", schema.DefaultRetention.Rollup, "how long 1-minute rollups are kept")
+	return func() (schema.Retention, error) {
+		r := schema.Retention{Raw: *raw, Rollup: *rollup}
+		if err := r.Validate(); err != nil {
+			return r, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return r, nil
+	}
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs := newFlagSet("serve", stderr)
+	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, or all")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address; if the default is taken a free port is used")
+	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
+	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
+	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4322", "listen address of the embedded NATS server; if taken a free port is used")
+	fs.StringVar(&f.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded; default chdb:<data-dir>/chdb)")
+	fs.StringVar(&f.adminTokens, "admin-tokens", "", "admin bearer tokens, comma-separated name:token (prefer the env twin)")
+	fs.StringVar(&f.ingestTokens, "ingest-tokens", "", "ingest bearer tokens, comma-separated name:token (prefer the env twin)")
+	fs.BoolVar(&f.migrate, "migrate", true, "apply the ClickHouse schema at start")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown may take to drain")
+	fs.Int64Var(&f.stream.MaxBytes, "stream-max-bytes", 8<<30, "ingest stream backlog limit in bytes; beyond it ingest answers 503")
+	fs.DurationVar(&f.stream.MaxAge, "stream-max-age", 7*24*time.Hour, "unconsumed events older than this leave the stream")
+	fs.IntVar(&f.stream.Replicas, "stream-replicas", 1, "stream replicas (3 on a production cluster)")
+	fs.DurationVar(&f.stream.DuplicateWindow, "dedup-window", 2*time.Minute, "window in which a repeated Nats-Msg-Id is dropped")
+	fs.Int64Var(&f.ingest.MaxBodyBytes, "max-body-bytes", 8<<20, "largest ingest body on the wire")
+	fs.Int64Var(&f.ingest.MaxDecompressedBytes, "max-decompressed-bytes", 32<<20, "largest ingest body after gunzip")
+	fs.IntVar(&f.ingest.MaxEvents, "max-events", 10000, "most events in one ingest request")
+	fs.StringVar(&f.ingest.DefaultService, "default-service", "default", "service of events that name none")
+	fs.IntVar(&f.agg.MaxRows, "batch-rows", 50000, "aggregator: insert when a batch holds this many rows")
+	fs.DurationVar(&f.agg.MaxDelay, "batch-delay", time.Second, "aggregator: or when its oldest event waited this long")
+	fs.DurationVar(&f.agg.AckWait, "ack-wait", time.Minute, "aggregator: redelivery delay of unacked messages")
+	ret := retentionFlags(fs)
+	f.log.register(fs)
+	if err := parseWithEnv(fs, args); err != nil {
+		return err
+	}
+	log, err := f.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	retention, err := ret()
+	if err != nil {
+		return err
+	}
+	roles, err := parseRoles(f.roles)
+	if err != nil {
+		return err
+	}
+	f.stream.Defaults()
+	if err := f.stream.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	f.ingest.Retention, f.agg.Retention = retention.Raw, retention.Raw
+	f.ingest.Defaults()
+	if err := f.ingest.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	f.agg.Defaults()
+	if err := f.agg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if f.clickhouseDSN == "" {
+		f.clickhouseDSN = "chdb:" + filepath.Join(f.dataDir, "chdb")
+	}
+	return (&process{flags: f, roles: roles, retention: retention, log: log, stdout: stdout}).run(ctx)
+}
+
+func parseRoles(s string) (map[string]bool, error) {
+	roles := map[string]bool{}
+	for _, r := range strings.Split(s, ",") {
+		switch r = strings.TrimSpace(r); r {
+		case "all":
+			for _, a := range allRoles {
+				roles[a] = true
+			}
+		case "ingest", "aggregator", "query":
+			roles[r] = true
+		default:
+			return nil, fmt.Errorf("%w: --roles: unknown role %q (want %s or all)", errUsage, r, strings.Join(allRoles, ", "))
+		}
+	}
+	return roles, nil
+}
+
+// process is one `pulse serve` process: the clients it built and the roles
+// it runs.
+type process struct {
+	flags     serveFlags
+	roles     map[string]bool
+	retention schema.Retention
+	log       zerolog.Logger
+	stdout    io.Writer
+
+	embedded *server.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	store    *chstore.Store
+	draining atomic.Bool
+}
+
+func (s *process) run(ctx context.Context) error {
+	defer s.close()
+	if err := s.connectNATS(ctx); err != nil {
+		return err
+	}
+	if s.roles["aggregator"] || s.roles["query"] {
+		store, err := chstore.Open(ctx, s.flags.clickhouseDSN, s.log)
+		if err != nil {
+			return err
+		}
+		s.store = store
+		if s.flags.migrate {
+			if _, err := applySchema(ctx, store, s.retention); err != nil {
+				return err
+			}
+		}
+		s.log.Info().Str("backend", store.Kind()).Str("version", store.Version().String()).Str("database", store.Database()).Msg("ClickHouse ready")
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	var agg *aggregator.Aggregator
+	if s.roles["aggregator"] {
+		agg = aggregator.New(s.flags.agg, s.js, s.store, s.log)
+		g.Go(func() error { return agg.Run(ctx) })
+		job := &schema.RetentionJob{Store: s.store, Retention: s.retention, Interval: time.Hour, Log: s.log}
+		g.Go(func() error { return job.Run(ctx) })
+	}
+	if s.roles["ingest"] || s.roles["query"] {
+		srv, err := s.httpServer(ctx, agg)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return srv(ctx) })
+	}
+	s.log.Info().Strs("roles", keys(s.roles)).Msg("pulse is serving")
+	err := g.Wait()
+	s.log.Info().Msg("pulse stopped")
+	return err
+}
+
+// connectNATS starts the embedded server when no URL is given, connects,
+// and makes sure the streams exist.
+func (s *process) connectNATS(ctx context.Context) error {
+	url := s.flags.natsURL
+	if url == "" {
+		ns, err := stream.RunEmbedded(stream.EmbeddedConfig{
+			Listen:   s.flags.natsListen,
+			StoreDir: filepath.Join(s.flags.dataDir, "nats"),
+		}, s.log)
+		if err != nil {
+			return err
+		}
+		s.embedded = ns
+		url = ns.ClientURL()
+		s.log.Info().Str("url", url).Msg("embedded NATS server with JetStream is listening")
+	}
+	nc, err := stream.Connect(url, "pulse", s.log)
+	if err != nil {
+		return err
+	}
+	s.nc = nc
+	if s.js, err = jetstream.New(nc); err != nil {
+		return fmt.Errorf("jetstream context: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return stream.Ensure(ctx, s.js, s.flags.stream)
+}
+
+// httpServer builds the HTTP routes of the roles this process runs and
+// returns the function that serves them until ctx ends.
+func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (func(context.Context) error, error) {
+	tokens, err := s.tokens()
+	if err != nil {
+		return nil, err
+	}
+	e := httpapi.New(s.log)
+	r := httpapi.NewRouter(e, tokens)
+
+	checks := []httpapi.Check{{Name: "nats", Probe: func(context.Context) error {
+		if s.nc.Status() != nats.CONNECTED {
+			return errors.New("not connected")
+		}
+		return nil
+	}}}
+	if s.store != nil {
+		checks = append(checks,
+			httpapi.Check{Name: "clickhouse", Probe: s.store.Ping},
+			httpapi.Check{Name: "schema", Probe: func(ctx context.Context) error {
+				v, err := schema.Current(ctx, s.store)
+				if err == nil && v < schema.Latest() {
+					err = errors.New("not migrated")
+				}
+				return err
+			}})
+	}
+	httpapi.NewHealth(s.draining.Load, checks...).Register(r)
+
+	var edge *ingest.Edge
+	if s.roles["ingest"] {
+		pub, err := ingest.NewPublisher(s.nc, s.flags.ingest.PublishTimeout)
+		if err != nil {
+			return nil, err
+		}
+		edge = ingest.New(s.flags.ingest, pub, s.log)
+		edge.Register(r)
+	}
+	if s.roles["query"] {
+		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}
+		r.Handle(http.MethodGet, "/api/admin/system/stats", auth.ScopeAdmin, stats.serve)
+	}
+
+	ln, err := listen(s.flags.httpAddr, s.log)
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	s.log.Info().Str("addr", "http://"+addr).Msg("HTTP listening")
+	if tokens.generated != nil {
+		printWelcome(s.stdout, addr, tokens.generated)
+	}
+	return func(ctx context.Context) error {
+		srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("HTTP server: %w", err)
+		case <-ctx.Done():
+		}
+		s.draining.Store(true)
+		sctx, cancel := context.WithTimeout(context.Background(), s.flags.shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("HTTP shutdown: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// listen binds addr; if addr is the default and taken, a free port on the
+// same host is used instead.
+func listen(addr string, log zerolog.Logger) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if addr != "127.0.0.1:7480" {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	log.Warn().Str("wanted", addr).Msg("HTTP port taken; listening on a free port instead")
+	return net.Listen("tcp", net.JoinHostPort(host, "0"))
+}
+
+// tokenSet is the static-token authenticator, with the tokens generated for
+// this run when none were configured.
+type tokenSet struct {
+	*auth.StaticTokens
+	generated map[auth.Scope]string
+}
+
+func (s *process) tokens() (tokenSet, error) {
+	ts := tokenSet{StaticTokens: &auth.StaticTokens{}}
+	for _, l := range []struct {
+		list  string
+		scope auth.Scope
+	}{{s.flags.adminTokens, auth.ScopeAdmin}, {s.flags.ingestTokens, auth.ScopeIngest}} {
+		ps, toks, err := auth.ParseTokens(l.list, l.scope)
+		if err != nil {
+			return ts, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		for i := range ps {
+			ts.Add(toks[i], ps[i])
+		}
+	}
+	if ts.Len() == 0 {
+		ts.generated = map[auth.Scope]string{}
+		for _, scope := range []auth.Scope{auth.ScopeAdmin, auth.ScopeIngest} {
+			tok := randomToken()
+			ts.generated[scope] = tok
+			ts.Add(tok, auth.Principal{Name: string(scope) + "-generated", Scopes: []auth.Scope{scope}})
+		}
+	}
+	return ts, nil
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return "pulse_" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// printWelcome shows, once, the tokens generated for this run and how to
+// send a first event. It goes to stdout, never to the log.
+func printWelcome(w io.Writer, addr string, tok map[auth.Scope]string) {
+	fmt.Fprintf(w, `
+Pulse is running at http://%[1]s (no tokens were configured, so these were generated for this run;
+set PULSE_ADMIN_TOKENS and PULSE_INGEST_TOKENS to choose your own):
+
+  admin token:  %[2]s
+  ingest token: %[3]s
+
+Send three events:
+
+  curl -sS -X POST http://%[1]s/api/admin/system/metrics \
+    -H 'Authorization: Bearer %[3]s' -H 'Content-Type: application/x-ndjson' \
+    --data-binary $'{"endpoint":"/api/clients/1","response_time_ms":42,"status_code":200,"service":"web"}\n{"endpoint":"/api/forms","response_time_ms":130.5,"status_code":201,"service":"web","method":"POST"}\n{"endpoint":"/api/payments","response_time_ms":5400,"status_code":502,"service":"api","error_message":"upstream timeout"}'
+
+See them stored:
+
+  curl -sS http://%[1]s/api/admin/system/stats -H 'Authorization: Bearer %[2]s'
+
+`, addr, tok[auth.ScopeAdmin], tok[auth.ScopeIngest])
+}
+
+// close releases clients in dependency order: NATS connection (flushing
+// acks), the embedded server, then ClickHouse.
+func (s *process) close() {
+	if s.nc != nil {
+		_ = s.nc.Drain()
+		for i := 0; i < 50 && !s.nc.IsClosed(); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		s.nc.Close()
+	}
+	if s.embedded != nil {
+		s.embedded.Shutdown()
+		s.embedded.WaitForShutdown()
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for _, r := range allRoles {
+		if m[r] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// statsHandler serves GET /api/admin/system/stats: what the pipeline holds
+// and has done, for operators and for checking that events arrived.
+type statsHandler struct {
+	store  *chstore.Store
+	js     jetstream.JetStream
+	stream string
+	edge   *ingest.Edge
+	agg    *aggregator.Aggregator
+}
+
+// StatsBody is the /api/admin/system/stats answer.
+type StatsBody struct {
+	RequestsStored uint64           `json:"requests_stored"`
+	Stream         StreamStats      `json:"stream"`
+	Ingest         *IngestStats     `json:"ingest,omitempty"`
+	Aggregator     *AggregatorStats `json:"aggregator,omitempty"`
+}
+
+// StreamStats describes the ingest stream's backlog.
+type StreamStats struct {
+	Messages uint64 `json:"messages"` // awaiting the aggregator
+	Bytes    uint64 `json:"bytes"`
+}
+
+// IngestStats are this process's edge counters.
+type IngestStats struct {
+	Accepted    uint64 `json:"events_accepted"`
+	Rejected    uint64 `json:"requests_rejected"`
+	Unavailable uint64 `json:"requests_unavailable"`
+}
+
+// AggregatorStats are this process's aggregator counters.
+type AggregatorStats struct {
+	Rows        uint64 `json:"rows_inserted"`
+	Batches     uint64 `json:"batches_inserted"`
+	DeadLetters uint64 `json:"dead_letters"`
+	Retries     uint64 `json:"insert_retries"`
+	Skipped     uint64 `json:"duplicate_rows_skipped"`
+}
+
+func (h *statsHandler) serve(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+	defer cancel()
+	var body StatsBody
+	if err := h.store.QueryRow(ctx, "SELECT count() FROM "+h.store.T("requests"), &body.RequestsStored); err != nil {
+		return httpapi.Unavailable("the event store is unavailable", 5*time.Second)
+	}
+	st, err := h.js.Stream(ctx, h.stream)
+	if err != nil {
+		return httpapi.Unavailable("the event stream is unavailable", 5*time.Second)
+	}
+	info := st.CachedInfo()
+	body.Stream = StreamStats{Messages: info.State.Msgs, Bytes: info.State.Bytes}
+	if h.edge != nil {
+		s := h.edge.Stats()
+		body.Ingest = &IngestStats{Accepted: s.Accepted.Load(), Rejected: s.Rejected.Load(), Unavailable: s.Unavailable.Load()}
+	}
+	if h.agg != nil {
+		s := h.agg.Stats()
+		body.Aggregator = &AggregatorStats{Rows: s.Rows.Load(), Batches: s.Batches.Load(), DeadLetters: s.DeadLetters.Load(),
+			Retries: s.Retries.Load(), Skipped: h.agg.Skipped()}
+	}
+	return c.JSON(http.StatusOK, body)
+}

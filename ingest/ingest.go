@@ -1,0 +1,205 @@
+// Package ingest is Pulse's ingest edge: it takes request metrics over HTTP,
+// validates them, and answers 202 only once JetStream has persisted them.
+package ingest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/internal/auth"
+	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/httpapi"
+)
+
+// Config bounds what one request may carry.
+type Config struct {
+	MaxBodyBytes         int64         // on the wire, compressed or not (413 beyond)
+	MaxDecompressedBytes int64         // after gunzip (413 beyond)
+	MaxEvents            int           // per request (413 beyond)
+	Retention            time.Duration // older events are rejected
+	DefaultService       string        // for events without a service
+	PublishTimeout       time.Duration // wait for JetStream's acknowledgement
+}
+
+// Defaults fills zero fields.
+func (c *Config) Defaults() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	if c.MaxDecompressedBytes == 0 {
+		c.MaxDecompressedBytes = 32 << 20
+	}
+	if c.MaxEvents == 0 {
+		c.MaxEvents = 10000
+	}
+	if c.Retention == 0 {
+		c.Retention = 30 * 24 * time.Hour
+	}
+	if c.DefaultService == "" {
+		c.DefaultService = event.DefaultService
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+}
+
+// Validate checks c after Defaults.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1024 || c.MaxDecompressedBytes < c.MaxBodyBytes:
+		return errors.New("ingest body limits: max body at least 1 KiB, decompressed limit at least the body limit")
+	case c.MaxEvents < 1:
+		return errors.New("ingest max events must be positive")
+	case !event.ValidService(c.DefaultService):
+		return fmt.Errorf("ingest default service %q is not a valid service name", c.DefaultService)
+	}
+	return nil
+}
+
+// Stats counts what the edge did; safe for concurrent reads.
+type Stats struct {
+	Accepted    atomic.Uint64 // events persisted
+	Rejected    atomic.Uint64 // requests refused for bad input (4xx)
+	Unavailable atomic.Uint64 // requests refused because the stream was (503)
+}
+
+// Edge serves the ingest routes.
+type Edge struct {
+	cfg   Config
+	pub   *Publisher
+	log   zerolog.Logger
+	stats Stats
+	now   func() time.Time
+}
+
+// New returns an Edge publishing through pub.
+func New(cfg Config, pub *Publisher, log zerolog.Logger) *Edge {
+	cfg.Defaults()
+	return &Edge{cfg: cfg, pub: pub, log: log.With().Str("component", "ingest").Logger(), now: time.Now}
+}
+
+// Stats returns the edge's counters.
+func (e *Edge) Stats() *Stats { return &e.stats }
+
+// Register adds POST /api/admin/system/metrics, for ingest-scoped callers.
+func (e *Edge) Register(r *httpapi.Router) {
+	r.Handle(http.MethodPost, "/api/admin/system/metrics", auth.ScopeIngest, e.postMetrics)
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (e *Edge) postMetrics(c echo.Context) error {
+	reqs, err := e.decode(c.Request())
+	if err != nil {
+		e.stats.Rejected.Add(1)
+		return err
+	}
+	err = e.pub.Publish(c.Request().Context(), reqs, c.Request().Header.Get("Idempotency-Key"))
+	if err != nil {
+		e.stats.Unavailable.Add(1)
+		e.log.Warn().Err(err).Int("events", len(reqs)).Msg("events not persisted; answered 503")
+		return httpapi.Unavailable("the event stream is unavailable; retry later", 2*time.Second)
+	}
+	e.stats.Accepted.Add(uint64(len(reqs)))
+	return c.JSON(http.StatusAccepted, map[string]int{"accepted": len(reqs)})
+}
+
+func badRequest(field, message string) *httpapi.Error {
+	return httpapi.Errorf(http.StatusBadRequest, "invalid_request", "the request is invalid",
+		event.FieldError{Field: field, Message: message})
+}
+
+// decode reads, bounds, decompresses and validates the body.
+func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
+	if key := r.Header.Get("Idempotency-Key"); len(key) > 128 {
+		return nil, badRequest("Idempotency-Key", "must be at most 128 characters")
+	}
+	ct, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+	if err != nil || (ct != "application/json" && ct != "application/x-ndjson") {
+		return nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"Content-Type must be application/json or application/x-ndjson")
+	}
+	gz := false
+	switch enc := r.Header.Get(echo.HeaderContentEncoding); enc {
+	case "", "identity":
+	case "gzip":
+		gz = true
+	default:
+		return nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"Content-Encoding must be gzip or absent")
+	}
+	if r.ContentLength > e.cfg.MaxBodyBytes {
+		return nil, tooLarge(fmt.Sprintf("the body exceeds %d bytes", e.cfg.MaxBodyBytes))
+	}
+
+	raw := bufPool.Get().(*bytes.Buffer)
+	defer putBuf(raw)
+	raw.Reset()
+	if n, err := raw.ReadFrom(io.LimitReader(r.Body, e.cfg.MaxBodyBytes+1)); err != nil {
+		return nil, badRequest("body", "could not be read")
+	} else if n > e.cfg.MaxBodyBytes {
+		return nil, tooLarge(fmt.Sprintf("the body exceeds %d bytes", e.cfg.MaxBodyBytes))
+	}
+	body := raw
+	if gz {
+		zr, err := gzip.NewReader(bytes.NewReader(raw.Bytes()))
+		if err != nil {
+			return nil, badRequest("body", "is not valid gzip")
+		}
+		body = bufPool.Get().(*bytes.Buffer)
+		defer putBuf(body)
+		body.Reset()
+		n, err := body.ReadFrom(io.LimitReader(zr, e.cfg.MaxDecompressedBytes+1))
+		if err != nil {
+			return nil, badRequest("body", "is not valid gzip")
+		}
+		if n > e.cfg.MaxDecompressedBytes {
+			return nil, tooLarge(fmt.Sprintf("the decompressed body exceeds %d bytes", e.cfg.MaxDecompressedBytes))
+		}
+	}
+
+	d := event.Decoder{
+		Rules:          event.Rules{Now: e.now(), Retention: e.cfg.Retention},
+		DefaultService: e.cfg.DefaultService,
+		MaxEvents:      e.cfg.MaxEvents,
+	}
+	var reqs []event.Request
+	if ct == "application/x-ndjson" {
+		reqs, err = d.NDJSON(body.Bytes())
+	} else {
+		reqs, err = d.JSON(body.Bytes())
+	}
+	var be *event.BatchError
+	switch {
+	case errors.Is(err, event.ErrTooManyEvents):
+		return nil, tooLarge(fmt.Sprintf("a request may carry at most %d events", e.cfg.MaxEvents))
+	case errors.As(err, &be):
+		msg := fmt.Sprintf("the batch was rejected whole: %d invalid field(s)", be.Invalid)
+		return nil, httpapi.Errorf(http.StatusBadRequest, "invalid_request", msg, be.Errors...)
+	case err != nil:
+		return nil, badRequest("body", "could not be decoded")
+	}
+	return reqs, nil
+}
+
+func tooLarge(msg string) *httpapi.Error {
+	return httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", msg)
+}
+
+// putBuf returns b to the pool unless it grew beyond what is worth keeping.
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() <= 1<<20 {
+		bufPool.Put(b)
+	}
+}

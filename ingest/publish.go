@@ -1,0 +1,99 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/stream"
+)
+
+// ErrUnavailable means the events were not persisted: NATS is unreachable,
+// the stream is full, or it did not acknowledge in time. Retrying later is
+// the right answer; with the same Idempotency-Key, a retry cannot duplicate
+// the chunks that did get through.
+var ErrUnavailable = errors.New("event stream unavailable")
+
+// HeaderEncoding names the payload encoding of an edge batch.
+const HeaderEncoding = "Pulse-Encoding"
+
+// EncodingBatchV1 is event.AppendBatch's encoding.
+const EncodingBatchV1 = "batch-v1"
+
+// Publisher puts validated requests on the ingest stream. It is safe for
+// concurrent use.
+type Publisher struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	timeout time.Duration
+}
+
+// NewPublisher returns a Publisher on nc. timeout bounds the wait for
+// JetStream's acknowledgements of one Publish call.
+func NewPublisher(nc *nats.Conn, timeout time.Duration) (*Publisher, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream context: %w", err)
+	}
+	return &Publisher{nc: nc, js: js, timeout: timeout}, nil
+}
+
+// Publish writes reqs to the stream and returns once JetStream acknowledged
+// every message: nil means persisted. Requests are split into messages that
+// fit the server's maximum payload. Each message carries a Nats-Msg-Id, so
+// that the stream drops a repeated publish: idempotencyKey plus the
+// message's index when the caller gave a key, the request ID for a single
+// request, a random ID otherwise.
+func (p *Publisher) Publish(ctx context.Context, reqs []event.Request, idempotencyKey string) error {
+	if p.nc.Status() != nats.CONNECTED {
+		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+
+	limit := int(p.nc.MaxPayload()) - 1024 // headers and slack
+	var futures []jetstream.PubAckFuture
+	for chunk, start := 0, 0; start < len(reqs); chunk++ {
+		size, end := 16, start
+		for end < len(reqs) && (end == start || size+event.MaxEncodedSize(&reqs[end]) <= limit) {
+			size += event.MaxEncodedSize(&reqs[end])
+			end++
+		}
+		msg := &nats.Msg{
+			Subject: stream.SubjectEdgeRequests,
+			Header:  nats.Header{HeaderEncoding: []string{EncodingBatchV1}},
+			Data:    event.AppendBatch(make([]byte, 0, size), reqs[start:end]),
+		}
+		switch {
+		case idempotencyKey != "":
+			msg.Header.Set(jetstream.MsgIDHeader, idempotencyKey+"/"+strconv.Itoa(chunk))
+		case end-start == 1:
+			msg.Header.Set(jetstream.MsgIDHeader, "r/"+reqs[start].RequestID)
+		default:
+			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+		}
+		f, err := p.js.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+		}
+		futures = append(futures, f)
+		start = end
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no acknowledgement within %s", ErrUnavailable, p.timeout)
+		}
+	}
+	return nil
+}

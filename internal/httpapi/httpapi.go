@@ -1,0 +1,225 @@
+// Package httpapi is the HTTP surface every Pulse role shares: the echo
+// server with safe JSON errors, the guarded Router through which packages
+// register routes, and the liveness and readiness endpoints.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/internal/auth"
+	"github.com/wedsync/pulse/internal/event"
+)
+
+// ErrorBody is every error response.
+type ErrorBody struct {
+	Error   string             `json:"error"`             // a stable code, e.g. "invalid_request"
+	Message string             `json:"message"`           // for people
+	Details []event.FieldError `json:"details,omitempty"` // field-level problems
+}
+
+// Error is an error a handler returns to answer with a given status and
+// body. Its message is shown to the caller, so it must hold no internals.
+type Error struct {
+	Status     int
+	Body       ErrorBody
+	RetryAfter time.Duration // sets Retry-After when positive
+}
+
+func (e *Error) Error() string { return e.Body.Message }
+
+// Errorf builds an *Error.
+func Errorf(status int, code, message string, details ...event.FieldError) *Error {
+	return &Error{Status: status, Body: ErrorBody{Error: code, Message: message, Details: details}}
+}
+
+// Unavailable is a 503 asking the caller to retry after d.
+func Unavailable(message string, d time.Duration) *Error {
+	e := Errorf(http.StatusServiceUnavailable, "unavailable", message)
+	e.RetryAfter = d
+	return e
+}
+
+// New returns an echo server whose errors are JSON without internals: an
+// unexpected error is logged with the request's method and path and answered
+// with a bare 500.
+func New(log zerolog.Logger) *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		var pe *Error
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &pe):
+		case errors.As(err, &he):
+			pe = Errorf(he.Code, strings.ReplaceAll(strings.ToLower(http.StatusText(he.Code)), " ", "_"), http.StatusText(he.Code))
+		default:
+			log.Error().Err(err).Str("method", c.Request().Method).Str("path", c.Path()).Msg("request failed")
+			pe = Errorf(http.StatusInternalServerError, "internal_error", "internal error")
+		}
+		if pe.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int((pe.RetryAfter+time.Second-1)/time.Second)))
+		}
+		if c.Request().Method == http.MethodHead {
+			_ = c.NoContent(pe.Status)
+			return
+		}
+		_ = c.JSON(pe.Status, pe.Body)
+	}
+	e.Use(recoverer(log))
+	return e
+}
+
+// recoverer turns a panic in a handler into a logged 500; the process stays up.
+func recoverer(log zerolog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					if r == http.ErrAbortHandler {
+						panic(r)
+					}
+					log.Error().Interface("panic", r).Str("path", c.Path()).Msg("handler panicked")
+					err = Errorf(http.StatusInternalServerError, "internal_error", "internal error")
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+// Public marks a route that needs no credentials. It is the only way to
+// register one, so that an unguarded route is always a visible decision.
+const Public auth.Scope = ""
+
+// Router registers routes, each with the scope it demands. It is the only
+// handle packages get on the server: a route cannot be added without its
+// guard.
+type Router struct {
+	e     *echo.Echo
+	authn auth.Authenticator
+	mw    map[auth.Scope][]echo.MiddlewareFunc
+}
+
+// NewRouter returns a Router on e that authenticates with a.
+func NewRouter(e *echo.Echo, a auth.Authenticator) *Router {
+	return &Router{e: e, authn: a, mw: map[auth.Scope][]echo.MiddlewareFunc{}}
+}
+
+// Use adds middleware that runs, after authentication, on every route of
+// the given scope (rate limiting, for example).
+func (r *Router) Use(scope auth.Scope, mw ...echo.MiddlewareFunc) {
+	r.mw[scope] = append(r.mw[scope], mw...)
+}
+
+// Handle registers h for method and path. A caller without a principal
+// holding scope gets 401 (no or bad credentials) or 403 (wrong scope);
+// scope Public lets everyone in.
+func (r *Router) Handle(method, path string, scope auth.Scope, h echo.HandlerFunc) {
+	chain := h
+	mws := r.mw[scope]
+	for i := len(mws) - 1; i >= 0; i-- {
+		chain = mws[i](chain)
+	}
+	if scope != Public {
+		chain = r.guard(scope, chain)
+	}
+	r.e.Add(method, path, chain)
+}
+
+const principalKey = "pulse.principal"
+
+// PrincipalOf returns the authenticated caller of a guarded route.
+func PrincipalOf(c echo.Context) (auth.Principal, bool) {
+	p, ok := c.Get(principalKey).(auth.Principal)
+	return p, ok
+}
+
+func (r *Router) guard(scope auth.Scope, next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || tok == "" {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="pulse"`)
+			return Errorf(http.StatusUnauthorized, "unauthorized", "a bearer token is required")
+		}
+		p, err := r.authn.Authenticate(strings.TrimSpace(tok))
+		if err != nil {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="pulse", error="invalid_token"`)
+			return Errorf(http.StatusUnauthorized, "unauthorized", auth.ErrUnauthenticated.Error())
+		}
+		if !p.Has(scope) {
+			return Errorf(http.StatusForbidden, "forbidden", "this credential may not use this route")
+		}
+		c.Set(principalKey, p)
+		return next(c)
+	}
+}
+
+// Check is one readiness condition; it returns nil when ready.
+type Check struct {
+	Name  string // e.g. "nats", "clickhouse", "schema"; shown to callers
+	Probe func(ctx context.Context) error
+}
+
+// Health serves GET /healthz and GET /readyz. The answers name checks and
+// their state, never the error text behind them.
+type Health struct {
+	checks   []Check
+	draining func() bool
+}
+
+// NewHealth returns the health endpoints for checks. draining, when it
+// returns true, makes /readyz answer 503 so that load balancers move away
+// before shutdown.
+func NewHealth(draining func() bool, checks ...Check) *Health {
+	return &Health{checks: checks, draining: draining}
+}
+
+// Register adds /healthz and /readyz to r, unauthenticated.
+func (h *Health) Register(r *Router) {
+	r.Handle(http.MethodGet, "/healthz", Public, func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Handle(http.MethodGet, "/readyz", Public, h.ready)
+}
+
+// ReadyBody is the /readyz answer.
+type ReadyBody struct {
+	Status string            `json:"status"` // "ready" or "not_ready"
+	Checks map[string]string `json:"checks"` // name -> "ok" or "failing"
+}
+
+func (h *Health) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	body := ReadyBody{Status: "ready", Checks: map[string]string{}}
+	if h.draining != nil && h.draining() {
+		body.Status = "not_ready"
+		body.Checks["shutdown"] = "draining"
+	}
+	for _, ch := range h.checks {
+		if err := ch.Probe(ctx); err != nil {
+			body.Status = "not_ready"
+			body.Checks[ch.Name] = "failing"
+			continue
+		}
+		body.Checks[ch.Name] = "ok"
+	}
+	if body.Status != "ready" {
+		c.Response().Header().Set("Retry-After", "5")
+		return c.JSON(http.StatusServiceUnavailable, body)
+	}
+	return c.JSON(http.StatusOK, body)
+}
