@@ -120,7 +120,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if f.clickhouseDSN == "" {
 		f.clickhouseDSN = "chdb:" + filepath.Join(f.dataDir, "chdb")
 	}
-	return (&process{flags: f, roles: roles, retention: retention, log: log, stdout: stdout}).run(ctx)
+	tokens, err := parseTokens(f.adminTokens, f.ingestTokens)
+	if err != nil {
+		return err
+	}
+	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, log: log, stdout: stdout}
+	return p.run(ctx)
 }
 
 func parseRoles(s string) (map[string]bool, error) {
@@ -146,6 +151,7 @@ type process struct {
 	flags     serveFlags
 	roles     map[string]bool
 	retention schema.Retention
+	tokens    tokenSet
 	log       zerolog.Logger
 	stdout    io.Writer
 
@@ -228,12 +234,8 @@ func (s *process) connectNATS(ctx context.Context) error {
 // httpServer builds the HTTP routes of the roles this process runs and
 // returns the function that serves them until ctx ends.
 func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (func(context.Context) error, error) {
-	tokens, err := s.tokens()
-	if err != nil {
-		return nil, err
-	}
 	e := httpapi.New(s.log)
-	r := httpapi.NewRouter(e, tokens)
+	r := httpapi.NewRouter(e, s.tokens)
 
 	checks := []httpapi.Check{{Name: "nats", Probe: func(context.Context) error {
 		if s.nc.Status() != nats.CONNECTED {
@@ -274,8 +276,8 @@ func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (f
 	}
 	addr := ln.Addr().String()
 	s.log.Info().Str("addr", "http://"+addr).Msg("HTTP listening")
-	if tokens.generated != nil {
-		printWelcome(s.stdout, addr, tokens.generated)
+	if s.tokens.generated != nil {
+		printWelcome(s.stdout, addr, s.tokens.generated)
 	}
 	return func(ctx context.Context) error {
 		srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
@@ -318,12 +320,14 @@ type tokenSet struct {
 	generated map[auth.Scope]string
 }
 
-func (s *process) tokens() (tokenSet, error) {
+// parseTokens reads the configured token lists; when both are empty it
+// generates one admin and one ingest token for this run.
+func parseTokens(admin, ingest string) (tokenSet, error) {
 	ts := tokenSet{StaticTokens: &auth.StaticTokens{}}
 	for _, l := range []struct {
 		list  string
 		scope auth.Scope
-	}{{s.flags.adminTokens, auth.ScopeAdmin}, {s.flags.ingestTokens, auth.ScopeIngest}} {
+	}{{admin, auth.ScopeAdmin}, {ingest, auth.ScopeIngest}} {
 		ps, toks, err := auth.ParseTokens(l.list, l.scope)
 		if err != nil {
 			return ts, fmt.Errorf("%w: %v", errUsage, err)

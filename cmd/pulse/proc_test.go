@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests in this package run the real pulse binary as child processes.
+var binaries struct {
+	sync.Mutex
+	dir   string
+	built map[string]string
+}
+
+// pulseBinary builds cmd/pulse once per test binary, with the given build
+// tags, and returns its path.
+func pulseBinary(t *testing.T, tags string) string {
+	t.Helper()
+	binaries.Lock()
+	defer binaries.Unlock()
+	if path, ok := binaries.built[tags]; ok {
+		return path
+	}
+	if binaries.dir == "" {
+		dir, err := os.MkdirTemp("", "pulse-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		binaries.dir, binaries.built = dir, map[string]string{}
+	}
+	path := filepath.Join(binaries.dir, "pulse"+strings.ReplaceAll(tags, ",", "-"))
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", path, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	binaries.built[tags] = path
+	return path
+}
+
+// proc is a running pulse child process.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+// startPulse runs the binary with args and extra environment variables and
+// waits until its log says it is serving.
+func startPulse(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start pulse: %v", err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() { p.kill() })
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(p.stderr.String(), "pulse is serving") {
+		select {
+		case <-p.exited:
+			t.Fatalf("pulse exited before serving: %v\nstderr:\n%s", p.err, p.stderr.String())
+		case <-deadline:
+			t.Fatalf("pulse not serving within 60s\nstderr:\n%s", p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// terminate sends SIGTERM and returns the exit error after it stopped.
+func (p *proc) terminate(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(timeout):
+		p.t.Fatalf("pulse did not exit within %s of SIGTERM\nstderr:\n%s", timeout, p.stderr.String())
+		return nil
+	}
+}
+
+// logLines returns the JSON log lines the process wrote.
+func (p *proc) logLines() []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.stderr.String()))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// httpAddr returns the address the process logged it listens on.
+func (p *proc) httpAddr() string {
+	for _, l := range p.logLines() {
+		if l["message"] == "HTTP listening" {
+			return strings.TrimPrefix(fmt.Sprint(l["addr"]), "http://")
+		}
+	}
+	p.t.Fatalf("no HTTP address in the log:\n%s", p.stderr.String())
+	return ""
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wedsync/pulse/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// TestServeEmbedded is `make run`: pulse serve with no configuration runs
+// the whole pipeline on embedded NATS and chDB, prints generated tokens
+// once, and three events posted with curl's body are rows within 2 s.
+func TestServeEmbedded(t *testing.T) {
+	bin := pulseBinary(t, "chdb")
+	dir := t.TempDir()
+	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + freeAddr(t)}, "serve", "--data-dir", dir)
+	addr := p.httpAddr()
+
+	out := p.stdout.String()
+	admin := regexp.MustCompile(`admin token:\s+(\S+)`).FindStringSubmatch(out)
+	ingest := regexp.MustCompile(`ingest token:\s+(\S+)`).FindStringSubmatch(out)
+	if admin == nil || ingest == nil {
+		t.Fatalf("no generated tokens on stdout:\n%s", out)
+	}
+	if strings.Contains(p.stderr.String(), admin[1]) || strings.Contains(p.stderr.String(), ingest[1]) {
+		t.Fatal("a generated token appears in the log")
+	}
+
+	body := `{"endpoint":"/api/clients/1","response_time_ms":42,"status_code":200,"service":"web"}
+{"endpoint":"/api/forms","response_time_ms":130.5,"status_code":201,"service":"web","method":"POST"}
+{"endpoint":"/api/payments","response_time_ms":5400,"status_code":502,"service":"api","error_message":"upstream timeout"}`
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/api/admin/system/metrics", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+ingest[1])
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || strings.TrimSpace(string(got)) != `{"accepted":3}` {
+		t.Fatalf("POST metrics: %d %s; want 202 {\"accepted\":3}", resp.StatusCode, got)
+	}
+	sentAt := time.Now()
+
+	var stats StatsBody
+	testenv.Eventually(t, 2*time.Second, "3 rows stored within 2 s", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/admin/system/stats", nil)
+		req.Header.Set("Authorization", "Bearer "+admin[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats.RequestsStored == 3
+	})
+	t.Logf("3 events stored %s after the 202", time.Since(sentAt).Round(time.Millisecond))
+
+	resp, err = http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz = %d; want 200", resp.StatusCode)
+	}
+	if err := p.terminate(30 * time.Second); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+func TestEnvTwins(t *testing.T) {
+	fs := newFlagSet("x", io.Discard)
+	a := fs.String("http-addr", "default", "")
+	b := fs.Int("batch-rows", 1, "")
+	t.Setenv("PULSE_HTTP_ADDR", "from-env")
+	t.Setenv("PULSE_BATCH_ROWS", "7")
+	if err := parseWithEnv(fs, []string{"--batch-rows", "9"}); err != nil {
+		t.Fatal(err)
+	}
+	if *a != "from-env" || *b != 9 {
+		t.Errorf("http-addr %q, batch-rows %d; want from-env (env) and 9 (flag wins)", *a, *b)
+	}
+
+	t.Setenv("PULSE_BATCH_ROWS", "many")
+	fs = newFlagSet("x", io.Discard)
+	fs.Int("batch-rows", 1, "")
+	err := parseWithEnv(fs, nil)
+	if err == nil || !strings.Contains(err.Error(), "PULSE_BATCH_ROWS") {
+		t.Errorf("bad PULSE_BATCH_ROWS: err %v; want one naming the variable", err)
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	f := func(want int, args ...string) {
+		t.Helper()
+		if got := run(args, io.Discard, io.Discard); got != want {
+			t.Errorf("pulse %v exited %d; want %d", args, got, want)
+		}
+	}
+	f(2)
+	f(2, "frobnicate")
+	f(0, "version")
+	f(0, "help")
+	f(2, "serve", "--roles", "ingest,teleport")
+	f(2, "serve", "--log-level", "loud")
+	f(2, "serve", "--retention-raw", "1h")
+	f(2, "serve", "--batch-rows", "-5")
+	f(2, "serve", "--ingest-tokens", "short")
+	f(2, "migrate", "extra-arg")
+	f(1, "migrate", "--clickhouse-dsn", "mysql://x")
+}
