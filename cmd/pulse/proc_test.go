@@ -25,7 +25,7 @@ var binaries struct {
 
 // pulseBinary builds cmd/pulse once per test binary, with the given build
 // tags, and returns its path.
-func pulseBinary(t *testing.T, tags string) string {
+func pulseBinary(t testing.TB, tags string) string {
 	t.Helper()
 	binaries.Lock()
 	defer binaries.Unlock()
@@ -50,7 +50,7 @@ func pulseBinary(t *testing.T, tags string) string {
 
 // proc is a running pulse child process.
 type proc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdout *syncBuffer
 	stderr *syncBuffer
@@ -60,7 +60,7 @@ type proc struct {
 
 // startPulse runs the binary with args and extra environment variables and
 // waits until its log says it is serving.
-func startPulse(t *testing.T, bin string, env []string, args ...string) *proc {
+func startPulse(t testing.TB, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -149,7 +149,7 @@ func (s *syncBuffer) String() string {
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

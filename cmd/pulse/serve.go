@@ -63,8 +63,9 @@ func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
 	}
 }
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f serveFlags
+// serveFlagSet defines the flags of `pulse serve` on f; the returned
+// function reads the retention flags once parsed.
+func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schema.Retention, error)) {
 	fs := newFlagSet("serve", stderr)
 	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, or all")
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address; if the default is taken a free port is used")
@@ -89,6 +90,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.agg.AckWait, "ack-wait", time.Minute, "aggregator: redelivery delay of unacked messages")
 	ret := retentionFlags(fs)
 	f.log.register(fs)
+	return fs, ret
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs, ret := serveFlagSet(&f, stderr)
 	if err := parseWithEnv(fs, args); err != nil {
 		return err
 	}

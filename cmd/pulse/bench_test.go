@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wedsync/pulse/aggregator"
+	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/testenv"
+)
+
+// The benchmarks here measure the whole system on this machine: a pulse
+// process (embedded NATS, all roles) writing to the ClickHouse server, fed
+// over HTTP from this process. Run them with scripts/bench.sh (make bench).
+
+const (
+	benchIngestToken = "bench-ingest-token-0123456789"
+	benchAdminToken  = "bench-admin-token-0123456789"
+)
+
+// benchPulse starts `pulse serve` against a fresh database on the test
+// ClickHouse server and returns its base URL and the store.
+func benchPulse(b *testing.B) (string, *chstore.Store) {
+	b.Helper()
+	store := testenv.ClickHouse(b)
+	p := startPulse(b, pulseBinary(b, ""), []string{
+		"PULSE_CLICKHOUSE_DSN=" + testenv.ClickHouseDSN() + "/" + store.Database(),
+		"PULSE_INGEST_TOKENS=bench:" + benchIngestToken,
+		"PULSE_ADMIN_TOKENS=admin:" + benchAdminToken,
+		"PULSE_HTTP_ADDR=" + freeAddr(b),
+		"PULSE_NATS_LISTEN=" + freeAddr(b),
+		"PULSE_LOG_FORMAT=json",
+	}, "serve", "--data-dir", b.TempDir())
+	return "http://" + p.httpAddr(), store
+}
+
+// benchEvents returns n events as NDJSON bodies of perBody events each,
+// rendered before timing starts.
+func benchEvents(n, perBody int) [][]byte {
+	now := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	endpoints := []string{"/api/clients/%d", "/api/forms/%d", "/api/bookings/%d/timeline", "/api/payments", "/auth/v1/token"}
+	var bodies [][]byte
+	var buf bytes.Buffer
+	for i := 0; i < n; i++ {
+		ep := fmt.Sprintf(endpoints[i%len(endpoints)], i%977)
+		fmt.Fprintf(&buf, `{"endpoint":%q,"response_time_ms":%.2f,"status_code":%d,"service":"web","method":"GET","user_id":%q,"timestamp":%q,"request_id":"b-%d"}`+"\n",
+			ep, float64(i%1500)+0.25, []int{200, 200, 200, 201, 304, 404, 500}[i%7], uuid.NewString(), now, i)
+		if (i+1)%perBody == 0 || i == n-1 {
+			bodies = append(bodies, bytes.Clone(buf.Bytes()))
+			buf.Reset()
+		}
+	}
+	return bodies
+}
+
+func post(client *http.Client, url string, body []byte) error {
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+benchIngestToken)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// rawInsert measures the raw limit: the same rows inserted with
+// clickhouse-go in 50,000-row batches straight into the requests table
+// (materialized view included), no NATS, no HTTP. It returns rows/s.
+func rawInsert(b *testing.B, store *chstore.Store, n int) float64 {
+	b.Helper()
+	bodies := benchEvents(n, 50000)
+	d := event.Decoder{Rules: event.Rules{Now: time.Now()}, DefaultService: "web", MaxEvents: 50000}
+	var batches [][]chstore.Column
+	for _, body := range bodies {
+		reqs, err := d.NDJSON(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batches = append(batches, aggregator.Columns(reqs, 1))
+	}
+	ctx := context.Background()
+	start := time.Now()
+	for _, cols := range batches {
+		if err := store.Insert(ctx, "", "requests", cols); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkEndToEnd sends b.N events as NDJSON bodies of 5,000 over HTTP
+// from 4 connections and stops the clock when the last one is a row in
+// ClickHouse. It reports events/s beside the raw clickhouse-go insert rate
+// of the same number of rows measured in the same run, and their ratio.
+func BenchmarkEndToEnd(b *testing.B) {
+	url, store := benchPulse(b)
+	raw := rawInsert(b, testenv.ClickHouse(b), max(b.N, 200_000))
+
+	bodies := benchEvents(b.N, 5000)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	next := atomic.Int64{}
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(bodies); i = int(next.Add(1)) - 1 {
+				if err := post(client, url+"/api/admin/system/metrics", bodies[i]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	accepted := time.Since(start)
+	countQ := "SELECT count() FROM " + store.T("requests")
+	testenv.Eventually(b, 5*time.Minute, "all events stored", func() bool {
+		return testenv.Count(b, store, countQ) >= uint64(b.N)
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	e2e := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(e2e, "events/s")
+	b.ReportMetric(float64(b.N)/accepted.Seconds(), "accepted/s")
+	b.ReportMetric(raw, "raw_rows/s")
+	b.ReportMetric(e2e/raw, "ratio")
+}
+
+// BenchmarkSingleEventPost measures requests/s of one-event POSTs from 32
+// concurrent clients, each answered only after JetStream persisted it.
+func BenchmarkSingleEventPost(b *testing.B) {
+	url, _ := benchPulse(b)
+	bodies := benchEvents(b.N, 1)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	next := atomic.Int64{}
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(bodies); i = int(next.Add(1)) - 1 {
+				if err := post(client, url+"/api/admin/system/metrics", bodies[i]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "requests/s")
+}
