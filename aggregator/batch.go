@@ -114,3 +114,12 @@ func (b *batch) columns() []chstore.Column {
 		{Name: "seq_idx", Values: b.seqIdx},
 	}
 }
+
+// Columns returns reqs as the columns of one insert into the requests
+// table, as if they came from stream message seq. Benchmarks use it to
+// measure the raw insert limit with exactly the aggregator's rows.
+func Columns(reqs []event.Request, seq uint64) []chstore.Column {
+	b := newBatch()
+	b.add(nil, seq, false, reqs)
+	return b.columns()
+}

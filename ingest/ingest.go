@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,7 +72,7 @@ func (c Config) Validate() error {
 type Stats struct {
 	Accepted    atomic.Uint64 // events persisted
 	Rejected    atomic.Uint64 // requests refused for bad input (4xx)
-	Unavailable atomic.Uint64 // requests refused because the stream was (503)
+	Unavailable atomic.Uint64 // requests refused because the stream was unavailable (503)
 }
 
 // Edge serves the ingest routes.
@@ -105,7 +106,8 @@ func (e *Edge) postMetrics(c echo.Context) error {
 		e.stats.Rejected.Add(1)
 		return err
 	}
-	err = e.pub.Publish(c.Request().Context(), reqs, c.Request().Header.Get("Idempotency-Key"))
+	p, _ := httpapi.PrincipalOf(c)
+	err = e.pub.Publish(c.Request().Context(), p.Name, reqs, c.Request().Header.Get("Idempotency-Key"))
 	if err != nil {
 		e.stats.Unavailable.Add(1)
 		e.log.Warn().Err(err).Int("events", len(reqs)).Msg("events not persisted; answered 503")
@@ -131,9 +133,11 @@ func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
 			"Content-Type must be application/json or application/x-ndjson")
 	}
 	gz := false
-	switch enc := r.Header.Get(echo.HeaderContentEncoding); enc {
+	// Content codings are case-insensitive, and x-gzip is gzip (RFC 9110,
+	// section 8.4.1).
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get(echo.HeaderContentEncoding))); enc {
 	case "", "identity":
-	case "gzip":
+	case "gzip", "x-gzip":
 		gz = true
 	default:
 		return nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",

@@ -45,20 +45,24 @@ func NewPublisher(nc *nats.Conn, timeout time.Duration) (*Publisher, error) {
 	return &Publisher{nc: nc, js: js, timeout: timeout}, nil
 }
 
-// Publish writes reqs to the stream and returns once JetStream acknowledged
-// every message: nil means persisted. Requests are split into messages that
-// fit the server's maximum payload. Each message carries a Nats-Msg-Id, so
-// that the stream drops a repeated publish: idempotencyKey plus the
-// message's index when the caller gave a key, the request ID for a single
-// request, a random ID otherwise.
-func (p *Publisher) Publish(ctx context.Context, reqs []event.Request, idempotencyKey string) error {
+// Publish writes reqs to the stream for caller (the principal's name) and
+// returns once JetStream acknowledged every message: nil means persisted.
+// Requests are split into messages that fit the server's maximum payload.
+// Each message carries a Nats-Msg-Id, so that the stream drops a repeated
+// publish within its duplicate window: "k/<caller>/<idempotencyKey>/<index
+// of the message>" when the caller gave a key, "r/<caller>/<request ID>"
+// when reqs is a single request, a random ID otherwise. The caller, written
+// as its length, ':' and the name, keeps the keys and request IDs of
+// different callers apart: one caller cannot drop another's events.
+func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Request, idempotencyKey string) error {
 	if p.nc.Status() != nats.CONNECTED {
 		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 
-	limit := int(p.nc.MaxPayload()) - 1024 // headers and slack
+	scope := strconv.Itoa(len(caller)) + ":" + caller + "/"
+	limit := int(p.nc.MaxPayload()) - 1024 - len(scope) - len(idempotencyKey) // headers and slack
 	var futures []jetstream.PubAckFuture
 	for chunk, start := 0, 0; start < len(reqs); chunk++ {
 		size, end := 16, start
@@ -73,9 +77,9 @@ func (p *Publisher) Publish(ctx context.Context, reqs []event.Request, idempoten
 		}
 		switch {
 		case idempotencyKey != "":
-			msg.Header.Set(jetstream.MsgIDHeader, idempotencyKey+"/"+strconv.Itoa(chunk))
-		case end-start == 1:
-			msg.Header.Set(jetstream.MsgIDHeader, "r/"+reqs[start].RequestID)
+			msg.Header.Set(jetstream.MsgIDHeader, "k/"+scope+idempotencyKey+"/"+strconv.Itoa(chunk))
+		case len(reqs) == 1:
+			msg.Header.Set(jetstream.MsgIDHeader, "r/"+scope+reqs[0].RequestID)
 		default:
 			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
 		}

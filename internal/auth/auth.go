@@ -60,7 +60,9 @@ type staticToken struct {
 
 // ParseTokens reads a token list as written in PULSE_ADMIN_TOKENS or
 // PULSE_INGEST_TOKENS: comma-separated "name:token" pairs or bare tokens
-// (named <scope>-<n>). Tokens must be at least 16 characters.
+// (named <scope>-<n>). Spaces around names and tokens are dropped; names
+// must not be empty and tokens must be at least 16 characters. Errors name
+// the offending entry, never its token.
 func ParseTokens(list string, scope Scope) ([]Principal, []string, error) {
 	var ps []Principal
 	var toks []string
@@ -72,6 +74,12 @@ func ParseTokens(list string, scope Scope) ([]Principal, []string, error) {
 		name, tok, ok := strings.Cut(item, ":")
 		if !ok {
 			name, tok = fmt.Sprintf("%s-%d", scope, i+1), item
+		}
+		// The guard trims the bearer token it is given, so a token kept with
+		// a leading space could never match.
+		name, tok = strings.TrimSpace(name), strings.TrimSpace(tok)
+		if name == "" {
+			return nil, nil, fmt.Errorf("%s token %d: the name before ':' is empty", scope, i+1)
 		}
 		if len(tok) < 16 {
 			return nil, nil, fmt.Errorf("%s token %q: must be at least 16 characters", scope, name)

@@ -48,8 +48,9 @@ func Unavailable(message string, d time.Duration) *Error {
 }
 
 // New returns an echo server whose errors are JSON without internals: an
-// unexpected error is logged with the request's method and path and answered
-// with a bare 500.
+// unexpected error (or an *Error without a 4xx or 5xx status, a programming
+// mistake) is logged with the request's method and path and answered with a
+// bare 500.
 func New(log zerolog.Logger) *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
@@ -61,7 +62,7 @@ func New(log zerolog.Logger) *echo.Echo {
 		var pe *Error
 		var he *echo.HTTPError
 		switch {
-		case errors.As(err, &pe):
+		case errors.As(err, &pe) && pe.Status >= 400 && pe.Status <= 599:
 		case errors.As(err, &he):
 			pe = Errorf(he.Code, strings.ReplaceAll(strings.ToLower(http.StatusText(he.Code)), " ", "_"), http.StatusText(he.Code))
 		default:
@@ -107,9 +108,18 @@ const Public auth.Scope = ""
 // handle packages get on the server: a route cannot be added without its
 // guard.
 type Router struct {
-	e     *echo.Echo
-	authn auth.Authenticator
-	mw    map[auth.Scope][]echo.MiddlewareFunc
+	e      *echo.Echo
+	authn  auth.Authenticator
+	mw     map[auth.Scope][]echo.MiddlewareFunc
+	routes []*route
+}
+
+// route is a registered handler and the chain built around it, rebuilt
+// when middleware is added to its scope.
+type route struct {
+	scope auth.Scope
+	h     echo.HandlerFunc
+	chain echo.HandlerFunc
 }
 
 // NewRouter returns a Router on e that authenticates with a.
@@ -118,24 +128,39 @@ func NewRouter(e *echo.Echo, a auth.Authenticator) *Router {
 }
 
 // Use adds middleware that runs, after authentication, on every route of
-// the given scope (rate limiting, for example).
+// the given scope (rate limiting, for example), those registered before
+// the call included. Use and Handle configure the server: call them before
+// it serves, not concurrently with requests.
 func (r *Router) Use(scope auth.Scope, mw ...echo.MiddlewareFunc) {
 	r.mw[scope] = append(r.mw[scope], mw...)
+	for _, rt := range r.routes {
+		if rt.scope == scope {
+			r.build(rt)
+		}
+	}
 }
 
 // Handle registers h for method and path. A caller without a principal
 // holding scope gets 401 (no or bad credentials) or 403 (wrong scope);
 // scope Public lets everyone in.
 func (r *Router) Handle(method, path string, scope auth.Scope, h echo.HandlerFunc) {
-	chain := h
-	mws := r.mw[scope]
+	rt := &route{scope: scope, h: h}
+	r.build(rt)
+	r.routes = append(r.routes, rt)
+	r.e.Add(method, path, func(c echo.Context) error { return rt.chain(c) })
+}
+
+// build wraps rt's handler in its scope's middleware and guard.
+func (r *Router) build(rt *route) {
+	chain := rt.h
+	mws := r.mw[rt.scope]
 	for i := len(mws) - 1; i >= 0; i-- {
 		chain = mws[i](chain)
 	}
-	if scope != Public {
-		chain = r.guard(scope, chain)
+	if rt.scope != Public {
+		chain = r.guard(rt.scope, chain)
 	}
-	r.e.Add(method, path, chain)
+	rt.chain = chain
 }
 
 const principalKey = "pulse.principal"
@@ -148,9 +173,8 @@ func PrincipalOf(c echo.Context) (auth.Principal, bool) {
 
 func (r *Router) guard(scope auth.Scope, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || tok == "" {
+		tok, ok := bearer(c.Request().Header.Get(echo.HeaderAuthorization))
+		if !ok {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="pulse"`)
 			return Errorf(http.StatusUnauthorized, "unauthorized", "a bearer token is required")
 		}
@@ -165,6 +189,16 @@ func (r *Router) guard(scope auth.Scope, next echo.HandlerFunc) echo.HandlerFunc
 		c.Set(principalKey, p)
 		return next(c)
 	}
+}
+
+// bearer returns the credential of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive (RFC 9110, section 11.1).
+func bearer(h string) (string, bool) {
+	const scheme = "Bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	return h[len(scheme):], true
 }
 
 // Check is one readiness condition; it returns nil when ready.
