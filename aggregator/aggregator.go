@@ -268,10 +268,20 @@ func (a *Aggregator) decode(msg jetstream.Msg, meta *jetstream.MsgMetadata, dst 
 	}
 }
 
-// plausible is the cheap check of events the edge already validated.
+// The DateTime range ClickHouse can store; a row outside it would fail its
+// whole batch again and again.
+var (
+	minTime = time.Unix(0, 0)
+	maxTime = time.Unix(1<<32-1, 0)
+)
+
+// plausible is the cheap check of events the edge already validated: what
+// ClickHouse would refuse, or the queries would misread, never reaches an
+// insert.
 func plausible(q *event.Request) bool {
 	return q.StatusCode >= 100 && q.StatusCode <= 599 && q.ResponseTimeMS >= 0 &&
-		q.ResponseTimeMS <= event.MaxResponseTimeMS && q.Endpoint != "" && event.ValidService(q.Service)
+		q.ResponseTimeMS <= event.MaxResponseTimeMS && q.Endpoint != "" && event.ValidService(q.Service) &&
+		!q.Timestamp.Before(minTime) && !q.Timestamp.After(maxTime)
 }
 
 // deadLetter republishes msg with the reason on the dead-letter subject and

@@ -128,6 +128,9 @@ func TestEventsSentEqualRowsStored(t *testing.T) {
 			publishRaw(t, p.js, "pulse.ingest.requests.Bad.Service", []byte(`{"endpoint":"/x","response_time_ms":1,"status_code":200}`))
 			publishRaw(t, p.js, stream.SubjectEdgeRequests, []byte{1, 2, 3})
 			publishRaw(t, p.js, "pulse.ingest.other", []byte(`{}`))
+			ancient := requests("ancient", 1)
+			ancient[0].Timestamp = time.Unix(-86400, 0)
+			publishBatch(t, p.js, ancient)
 			publishBatch(t, p.js, requests("after-poison", 10))
 			for i := range 10 {
 				want = append(want, fmt.Sprintf("after-poison-%d", i))
@@ -149,10 +152,10 @@ func TestEventsSentEqualRowsStored(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("stored %d request ids; want %d (first stored %v)", len(got), len(want), got[:min(5, len(got))])
 			}
-			if n := p.agg.Stats().DeadLetters.Load(); n != 5 {
-				t.Errorf("dead letters = %d; want 5", n)
+			if n := p.agg.Stats().DeadLetters.Load(); n != 6 {
+				t.Errorf("dead letters = %d; want 6", n)
 			}
-			assertDeadLetters(t, p.js, 5)
+			assertDeadLetters(t, p.js, 6)
 			rollup := testenv.Count(t, store, "SELECT toUInt64(countMerge(requests)) FROM "+store.T("requests_1m"))
 			if rollup != total {
 				t.Errorf("rollup counts %d requests; want %d", rollup, total)

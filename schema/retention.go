@@ -47,14 +47,20 @@ func (r Retention) of(rollup bool) time.Duration {
 
 // ApplyTTL sets a table TTL matching r on servers that support TTL (19.6 and
 // later), so that the server itself removes expired rows; on older servers
-// it does nothing and DropExpired is the only mechanism. A TTL already in
-// force is left alone, because changing it rewrites data.
+// it does nothing and DropExpired is the only mechanism. A retention that
+// is not a whole number of days is rounded up, so that the TTL never removes
+// rows that r keeps. A table whose TTL already matches r is left alone; a
+// different TTL is replaced without rewriting existing parts
+// (materialize_ttl_after_modify = 0): they expire as merges reach them.
 func ApplyTTL(ctx context.Context, s *chstore.Store, r Retention) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
 	if !s.Version().HasTTL() {
 		return nil
 	}
 	for _, p := range partitioned {
-		days := int(r.of(p.rollup) / (24 * time.Hour))
+		days := int((r.of(p.rollup) + 24*time.Hour - 1) / (24 * time.Hour))
 		ttl := fmt.Sprintf("%s + toIntervalDay(%d)", p.column, days)
 		var engine string
 		err := s.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = "+chstore.Quote(s.Database())+
@@ -62,7 +68,7 @@ func ApplyTTL(ctx context.Context, s *chstore.Store, r Retention) error {
 		if err != nil {
 			return fmt.Errorf("read TTL of %s: %w", p.table, err)
 		}
-		if strings.Contains(engine, "TTL "+ttl) {
+		if ttlOf(engine) == ttl {
 			continue
 		}
 		err = s.Exec(ctx, fmt.Sprintf("ALTER TABLE %s MODIFY TTL %s + INTERVAL %d DAY SETTINGS materialize_ttl_after_modify = 0",
@@ -74,9 +80,37 @@ func ApplyTTL(ctx context.Context, s *chstore.Store, r Retention) error {
 	return nil
 }
 
+// ttlOf returns the TTL expression in a table's engine_full, "" when it has
+// none: "MergeTree ... ORDER BY ts TTL ts + toIntervalDay(30) SETTINGS ..."
+// gives "ts + toIntervalDay(30)".
+func ttlOf(engine string) string {
+	i := strings.Index(engine, " TTL ")
+	if i < 0 {
+		return ""
+	}
+	ttl := engine[i+len(" TTL "):]
+	if j := strings.Index(ttl, " SETTINGS "); j >= 0 {
+		ttl = ttl[:j]
+	}
+	return strings.TrimSpace(ttl)
+}
+
 // DropExpired drops every partition whose rows are all older than the
 // retention at now, and returns "table/partition" for each one dropped.
+// Partition IDs (toYYYYMMDD, toYYYYMM) are read in the server's time zone,
+// which is the one they were computed in.
 func DropExpired(ctx context.Context, s *chstore.Store, r Retention, now time.Time) ([]string, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	var tz string
+	if err := s.QueryRow(ctx, "SELECT timezone()", &tz); err != nil {
+		return nil, fmt.Errorf("read server time zone: %w", err)
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return nil, fmt.Errorf("server time zone %q: %w", tz, err)
+	}
 	var dropped []string
 	for _, p := range partitioned {
 		cutoff := now.Add(-r.of(p.rollup))
@@ -92,7 +126,7 @@ func DropExpired(ctx context.Context, s *chstore.Store, r Retention, now time.Ti
 				rows.Close()
 				return dropped, fmt.Errorf("list partitions of %s: %w", p.table, err)
 			}
-			start, err := time.Parse(p.layout, id)
+			start, err := time.ParseInLocation(p.layout, id, loc)
 			if err != nil || len(id) != len(p.layout) {
 				continue // not a partition this job manages
 			}
@@ -120,7 +154,7 @@ func DropExpired(ctx context.Context, s *chstore.Store, r Retention, now time.Ti
 }
 
 // RetentionJob drops expired partitions once at start and then every
-// Interval, until its context ends.
+// Interval (an hour when not set), until its context ends.
 type RetentionJob struct {
 	Store     *chstore.Store
 	Retention Retention
@@ -128,10 +162,14 @@ type RetentionJob struct {
 	Log       zerolog.Logger
 }
 
-// Run blocks until ctx is done. Failures are logged and retried at the next
-// interval; they never stop the job.
+// Run blocks until ctx is done, then returns nil. Failures are logged and
+// retried at the next interval; they never stop the job.
 func (j *RetentionJob) Run(ctx context.Context) error {
-	t := time.NewTicker(j.Interval)
+	interval := j.Interval
+	if interval <= 0 {
+		interval = time.Hour
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		dropped, err := DropExpired(ctx, j.Store, j.Retention, time.Now())

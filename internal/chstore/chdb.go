@@ -42,6 +42,14 @@ func openChDB(path string) (backend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open chdb at %s: %w", path, err)
 		}
+		// chDB takes its time zone from the process's TZ when it loads. Pin
+		// the session to UTC, so that DateTime text (which parseTSV reads as
+		// UTC) and the toYYYYMMDD/toStartOfMinute of partitions and rollups
+		// do not depend on the machine.
+		if err := utcSession(conn); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("open chdb at %s: set session time zone: %w", path, err)
+		}
 		s.conn, s.path = conn, abs
 	}
 	s.refs++
@@ -109,4 +117,16 @@ func (e *embedded) close() error {
 		}
 	})
 	return nil
+}
+
+func utcSession(conn chdbpurego.ChdbConn) error {
+	res, err := conn.Query("SET session_timezone = 'UTC'", "TabSeparated")
+	if err != nil {
+		return err
+	}
+	if res == nil {
+		return nil
+	}
+	defer res.Free()
+	return res.Error()
 }

@@ -52,7 +52,27 @@ func (n *native) exec(ctx context.Context, query string) error {
 }
 
 func (n *native) query(ctx context.Context, query string) (Rows, error) {
-	return n.conn.Query(ctx, query)
+	rows, err := n.conn.Query(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return utcRows{rows}, nil
+}
+
+// utcRows returns DateTime values in UTC, as chDB does, rather than in the
+// server's time zone: the instant is the same, the Location is not.
+type utcRows struct{ driver.Rows }
+
+func (r utcRows) Scan(dest ...any) error {
+	if err := r.Rows.Scan(dest...); err != nil {
+		return err
+	}
+	for _, d := range dest {
+		if t, ok := d.(*time.Time); ok {
+			*t = t.UTC()
+		}
+	}
+	return nil
 }
 
 func (n *native) insert(ctx context.Context, queryID, query string, cols []Column) error {

@@ -11,7 +11,9 @@ package chstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -23,7 +25,8 @@ import (
 
 // Rows is a query result, read like database/sql's: Next, then Scan into
 // pointers whose types match the columns (string, uint8/16/32/64, int64,
-// float64, time.Time, []float64, uuid.UUID). Close must be called.
+// float64, time.Time, []float64, uuid.UUID). DateTime scans as a time.Time
+// in UTC on both backends. Close must be called.
 type Rows interface {
 	Next() bool
 	Scan(dest ...any) error
@@ -35,6 +38,11 @@ type Rows interface {
 // []time.Time (DateTime), []string, []uint8, []uint16, []uint32, []uint64,
 // []int64, []float64, []uuid.UUID. All columns of an insert have the same
 // length.
+//
+// The server stores a float64 exactly. chDB receives rows as text, which
+// ClickHouse parses with its fast float reader: a value can come back one
+// or two units in the last place off (at most about 4.5e-16 relative), and
+// values below 1e-323 (the smallest subnormal) as 0.
 type Column struct {
 	Name   string
 	Values any
@@ -76,35 +84,35 @@ func Open(ctx context.Context, dsn string, log zerolog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("parse ClickHouse DSN: invalid URL")
 	}
 	s := &Store{kind: u.Scheme}
+	var path string
 	switch u.Scheme {
 	case "clickhouse":
 		s.database = strings.Trim(u.Path, "/")
-		if s.database == "" {
-			s.database = "pulse"
-		}
-		s.b, err = openNative(ctx, u, log)
 	case "chdb":
-		path := u.Opaque
+		path = u.Opaque
 		if path == "" {
 			path = u.Path
-		}
-		s.database = u.Query().Get("database")
-		if s.database == "" {
-			s.database = "pulse"
 		}
 		if path == "" {
 			return nil, fmt.Errorf("parse ClickHouse DSN: chdb needs a data path, e.g. chdb:data/chdb")
 		}
-		s.b, err = openChDB(path)
+		s.database = u.Query().Get("database")
 	default:
 		return nil, fmt.Errorf("parse ClickHouse DSN: scheme must be clickhouse:// or chdb:, not %q", u.Scheme)
 	}
-	if err != nil {
-		return nil, err
+	if s.database == "" {
+		s.database = "pulse"
 	}
 	if !validIdent(s.database) {
-		s.b.close()
-		return nil, fmt.Errorf("parse ClickHouse DSN: database name must be letters, digits and '_'")
+		return nil, fmt.Errorf("parse ClickHouse DSN: database name must be letters, digits and '_', at most 64, not starting with a digit")
+	}
+	if s.kind == "chdb" {
+		s.b, err = openChDB(path)
+	} else {
+		s.b, err = openNative(ctx, u, log)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := s.b.exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(s.database)); err != nil {
 		s.b.close()
@@ -137,7 +145,11 @@ func (s *Store) Exec(ctx context.Context, query string) error { return s.b.exec(
 // Query runs a SELECT.
 func (s *Store) Query(ctx context.Context, query string) (Rows, error) { return s.b.query(ctx, query) }
 
-// QueryRow runs a SELECT that returns one row and scans it into dest.
+// ErrNoRows is returned by QueryRow when the query returns no rows.
+var ErrNoRows = errors.New("query returned no rows")
+
+// QueryRow runs a SELECT that returns one row and scans it into dest. It
+// returns ErrNoRows when there is none; rows after the first are ignored.
 func (s *Store) QueryRow(ctx context.Context, query string, dest ...any) error {
 	rows, err := s.b.query(ctx, query)
 	if err != nil {
@@ -148,7 +160,7 @@ func (s *Store) QueryRow(ctx context.Context, query string, dest ...any) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		return fmt.Errorf("query returned no rows")
+		return ErrNoRows
 	}
 	if err := rows.Scan(dest...); err != nil {
 		return err
@@ -159,7 +171,22 @@ func (s *Store) QueryRow(ctx context.Context, query string, dest ...any) error {
 // Insert writes the rows held by cols into table in one INSERT. queryID,
 // when not empty, names the insert on the server so that RunningQueries can
 // tell whether it is still executing after the client gave up on it.
+// Inserting no rows does nothing. DateTime values must lie in the range of
+// ClickHouse's DateTime, 1970-01-01 00:00:00 to 2106-02-07 06:28:15 UTC;
+// others are refused, on both backends, before anything is sent.
 func (s *Store) Insert(ctx context.Context, queryID, table string, cols []Column) error {
+	empty := len(cols) > 0
+	for _, c := range cols {
+		if err := checkDateTimes(c.Values); err != nil {
+			return fmt.Errorf("insert into %s: column %s: %w", table, c.Name, err)
+		}
+		if n, err := columnLen(c.Values); err != nil || n > 0 {
+			empty = false // rows to send, or an error for the backend to report
+		}
+	}
+	if empty {
+		return nil // chDB refuses an INSERT without data; the server accepts it
+	}
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = quoteIdent(c.Name)
@@ -247,4 +274,19 @@ func Quote(s string) string {
 // the server's time zone.
 func DateTime(t time.Time) string {
 	return "toDateTime(" + strconv.FormatInt(t.Unix(), 10) + ")"
+}
+
+// checkDateTimes refuses times that a DateTime column cannot hold: the
+// native protocol would silently wrap them and TSV text would not parse.
+func checkDateTimes(values any) error {
+	ts, ok := values.([]time.Time)
+	if !ok {
+		return nil
+	}
+	for i, t := range ts {
+		if u := t.Unix(); u < 0 || u > math.MaxUint32 {
+			return fmt.Errorf("row %d: time %s is outside the DateTime range", i, t.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
 }

@@ -14,6 +14,8 @@ import (
 // appendTSV renders the rows held by cols in ClickHouse's TabSeparated
 // format. DateTime values are written as Unix seconds, which ClickHouse
 // reads independent of its time zone.
+//
+// Callers check that times lie in the DateTime range (checkDateTimes).
 func appendTSV(dst []byte, cols []Column) ([]byte, error) {
 	n := -1
 	for _, c := range cols {
@@ -33,7 +35,7 @@ func appendTSV(dst []byte, cols []Column) ([]byte, error) {
 			}
 			switch v := c.Values.(type) {
 			case []time.Time:
-				dst = strconv.AppendInt(dst, v[row].Unix(), 10)
+				dst = appendUnix(dst, v[row].Unix())
 			case []string:
 				dst = appendEscaped(dst, v[row])
 			case []uint8:
@@ -68,6 +70,18 @@ func appendTSV(dst []byte, cols []Column) ([]byte, error) {
 		dst = append(dst, '\n')
 	}
 	return dst, nil
+}
+
+// appendUnix writes Unix seconds as exactly ten digits: ClickHouse reads a
+// DateTime given as a number only in that form ("NNNNNNNNNN", leading zeros
+// allowed), so 86400 must be written 0000086400.
+func appendUnix(dst []byte, sec int64) []byte {
+	var buf [20]byte
+	b := strconv.AppendInt(buf[:0], sec, 10)
+	for i := len(b); i < 10; i++ {
+		dst = append(dst, '0')
+	}
+	return append(dst, b...)
 }
 
 func columnLen(v any) (int, error) {
