@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs Pulse's test suite against real services:
+#   1. scripts/services.sh  (reuses or starts PostgreSQL, Redis, NATS, ClickHouse; fetches libchdb.so)
+#   2. sources ${PULSE_WORK:-<repo>/.work}/services.env
+#   3. go test -race -count=1 -tags chdb [./...] "$@"
+# Extra arguments go to go test: flags (-run X, -v, -timeout 20m) and/or packages
+# (./ingest/...); ./... is added only when no package is named. Exit code is go test's.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$repo"
+work="${PULSE_WORK:-$repo/.work}"
+
+echo "==> services (scripts/services.sh)"
+"$repo/scripts/services.sh" >/dev/null
+# shellcheck disable=SC1091
+source "$work/services.env"
+
+# Did the caller name packages? (a ./ or ../ path, an import path of this module, or "all")
+pkgs=(./...)
+prev=
+for a in "$@"; do
+	case "$prev" in
+	-run | -skip | -bench | -timeout | -count | -cpu | -parallel | -tags | -coverprofile | -coverpkg | -covermode | -o | -p | -exec | -benchtime | -fuzz | -fuzztime | -list | -shuffle | -ldflags | -gcflags)
+		prev=
+		continue
+		;;
+	esac
+	case "$a" in
+	./* | ../* | . | .. | all | github.com/wedsync/pulse*) pkgs=() ;;
+	esac
+	prev="$a"
+done
+
+echo "==> go test -race -count=1 -tags chdb${pkgs[*]:+ ${pkgs[*]}}${*:+ $*}"
+echo "    $(go version)"
+echo "    ClickHouse: $PULSE_TEST_CLICKHOUSE_DSN   Postgres: $PULSE_TEST_DATABASE_URL"
+echo "    Redis: $PULSE_TEST_REDIS_URL   NATS: ${PULSE_TEST_NATS_URL:-(embedded only)}"
+echo "    chDB: $CHDB_LIB_PATH"
+exec go test -race -count=1 -tags chdb "${pkgs[@]}" "$@"
