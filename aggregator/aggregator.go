@@ -81,8 +81,19 @@ type Stats struct {
 	Batches     atomic.Uint64 // inserts committed
 	DeadLetters atomic.Uint64 // messages moved to the dead-letter subject
 	Retries     atomic.Uint64 // failed insert attempts
-	LastInsert  atomic.Int64  // duration of the last insert, ns
+	LastInsert  atomic.Int64  // duration of the last committed insert, retries included, ns
 }
+
+// Observer learns of each committed insert and each failed attempt.
+type Observer interface {
+	ObserveInsert(rows int, d time.Duration)
+	ObserveInsertFailure()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ObserveInsert(int, time.Duration) {}
+func (nopObserver) ObserveInsertFailure()            {}
 
 // Aggregator is the consumer. Run it once.
 type Aggregator struct {
@@ -91,6 +102,7 @@ type Aggregator struct {
 	sink  *Sink
 	log   zerolog.Logger
 	stats Stats
+	obs   Observer
 }
 
 // New returns an Aggregator reading cfg.Stream through js and writing to
@@ -103,8 +115,12 @@ func New(cfg Config, js jetstream.JetStream, store *chstore.Store, log zerolog.L
 		js:   js,
 		sink: NewSink(store, "requests", nuid.Next(), log),
 		log:  log,
+		obs:  nopObserver{},
 	}
 }
+
+// SetObserver makes o learn of inserts. Call it before Run.
+func (a *Aggregator) SetObserver(o Observer) { a.obs = o }
 
 // Stats returns the aggregator's counters.
 func (a *Aggregator) Stats() *Stats { return &a.stats }
@@ -328,11 +344,12 @@ func (a *Aggregator) flush(ctx context.Context, b *batch) {
 	defer hb()
 
 	backoff := 100 * time.Millisecond
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
-		start := time.Now()
 		err := a.sink.write(wctx, b)
 		if err == nil {
 			a.stats.LastInsert.Store(int64(time.Since(start)))
+			a.obs.ObserveInsert(b.rows(), time.Since(start))
 			a.stats.Rows.Add(uint64(b.rows()))
 			a.stats.Batches.Add(1)
 			for _, m := range b.msgs {
@@ -341,6 +358,7 @@ func (a *Aggregator) flush(ctx context.Context, b *batch) {
 			return
 		}
 		a.stats.Retries.Add(1)
+		a.obs.ObserveInsertFailure()
 		b.allSuspect = true
 		if wctx.Err() != nil {
 			a.log.Error().Err(err).Int("messages", len(b.msgs)).Msg("shutting down with an uncommitted batch; it will be redelivered")

@@ -75,8 +75,20 @@ type Stats struct {
 	Unavailable atomic.Uint64 // requests refused because the stream was unavailable (503)
 }
 
+// Observer learns of accepted and refused ingest requests.
+type Observer interface {
+	ObservePublish(events int, d time.Duration)
+	ObserveRejected(status int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ObservePublish(int, time.Duration) {}
+func (nopObserver) ObserveRejected(int)               {}
+
 // Edge serves the ingest routes.
 type Edge struct {
+	obs   Observer
 	cfg   Config
 	pub   *Publisher
 	log   zerolog.Logger
@@ -87,8 +99,11 @@ type Edge struct {
 // New returns an Edge publishing through pub.
 func New(cfg Config, pub *Publisher, log zerolog.Logger) *Edge {
 	cfg.Defaults()
-	return &Edge{cfg: cfg, pub: pub, log: log.With().Str("component", "ingest").Logger(), now: time.Now}
+	return &Edge{cfg: cfg, pub: pub, obs: nopObserver{}, log: log.With().Str("component", "ingest").Logger(), now: time.Now}
 }
+
+// SetObserver makes o learn of requests. Call it before serving.
+func (e *Edge) SetObserver(o Observer) { e.obs = o }
 
 // Stats returns the edge's counters.
 func (e *Edge) Stats() *Stats { return &e.stats }
@@ -104,16 +119,23 @@ func (e *Edge) postMetrics(c echo.Context) error {
 	reqs, err := e.decode(c.Request())
 	if err != nil {
 		e.stats.Rejected.Add(1)
+		var he *httpapi.Error
+		if errors.As(err, &he) {
+			e.obs.ObserveRejected(he.Status)
+		}
 		return err
 	}
 	p, _ := httpapi.PrincipalOf(c)
+	start := time.Now()
 	err = e.pub.Publish(c.Request().Context(), p.Name, reqs, c.Request().Header.Get("Idempotency-Key"))
 	if err != nil {
 		e.stats.Unavailable.Add(1)
+		e.obs.ObserveRejected(http.StatusServiceUnavailable)
 		e.log.Warn().Err(err).Int("events", len(reqs)).Msg("events not persisted; answered 503")
 		return httpapi.Unavailable("the event stream is unavailable; retry later", 2*time.Second)
 	}
 	e.stats.Accepted.Add(uint64(len(reqs)))
+	e.obs.ObservePublish(len(reqs), time.Since(start))
 	return c.JSON(http.StatusAccepted, map[string]int{"accepted": len(reqs)})
 }
 

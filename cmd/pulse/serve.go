@@ -27,6 +27,7 @@ import (
 	"github.com/wedsync/pulse/internal/auth"
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/httpapi"
+	"github.com/wedsync/pulse/internal/metrics"
 	"github.com/wedsync/pulse/internal/stream"
 	"github.com/wedsync/pulse/schema"
 )
@@ -166,7 +167,28 @@ type process struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	store    *chstore.Store
+	metrics  *metrics.Metrics
 	draining atomic.Bool
+}
+
+// streamMetrics exposes the ingest stream's backlog, read from JetStream on
+// each scrape.
+func (s *process) streamMetrics() {
+	read := func(f func(*jetstream.ConsumerInfo) float64) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			c, err := s.js.Consumer(ctx, s.flags.stream.IngestStream, s.flags.agg.Consumer)
+			if err != nil {
+				return 0
+			}
+			return f(c.CachedInfo())
+		}
+	}
+	s.metrics.GaugeFunc("pulse_stream_pending_messages", "Ingest messages not yet delivered to the aggregator (stream lag).",
+		read(func(i *jetstream.ConsumerInfo) float64 { return float64(i.NumPending) }))
+	s.metrics.GaugeFunc("pulse_stream_ack_pending_messages", "Ingest messages delivered to the aggregator and not yet committed.",
+		read(func(i *jetstream.ConsumerInfo) float64 { return float64(i.NumAckPending) }))
 }
 
 func (s *process) run(ctx context.Context) error {
@@ -188,10 +210,19 @@ func (s *process) run(ctx context.Context) error {
 		s.log.Info().Str("backend", store.Kind()).Str("version", store.Version().String()).Str("database", store.Database()).Msg("ClickHouse ready")
 	}
 
+	s.metrics = metrics.New()
+	s.streamMetrics()
 	g, ctx := errgroup.WithContext(ctx)
 	var agg *aggregator.Aggregator
 	if s.roles["aggregator"] {
 		agg = aggregator.New(s.flags.agg, s.js, s.store, s.log)
+		agg.SetObserver(s.metrics)
+		st := agg.Stats()
+		s.metrics.CounterFunc("pulse_aggregator_rows_total", "Rows committed to ClickHouse.", func() float64 { return float64(st.Rows.Load()) })
+		s.metrics.CounterFunc("pulse_aggregator_dead_letters_total", "Ingest messages moved to the dead-letter subject because they were invalid.",
+			func() float64 { return float64(st.DeadLetters.Load()) })
+		s.metrics.CounterFunc("pulse_aggregator_duplicate_rows_skipped_total", "Redelivered rows found already stored and not inserted again.",
+			func() float64 { return float64(agg.Skipped()) })
 		g.Go(func() error { return agg.Run(ctx) })
 		job := &schema.RetentionJob{Store: s.store, Retention: s.retention, Interval: time.Hour, Log: s.log}
 		g.Go(func() error { return job.Run(ctx) })
@@ -270,8 +301,12 @@ func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (f
 			return nil, err
 		}
 		edge = ingest.New(s.flags.ingest, pub, s.log)
+		edge.SetObserver(s.metrics)
+		st := edge.Stats()
+		s.metrics.CounterFunc("pulse_ingest_events_total", "Events accepted: persisted in JetStream.", func() float64 { return float64(st.Accepted.Load()) })
 		edge.Register(r)
 	}
+	r.Handle(http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(s.metrics.Handler()))
 	if s.roles["query"] {
 		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}
 		r.Handle(http.MethodGet, "/api/admin/system/stats", auth.ScopeAdmin, stats.serve)

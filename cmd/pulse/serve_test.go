@@ -64,6 +64,30 @@ func TestServeEmbedded(t *testing.T) {
 	})
 	t.Logf("3 events stored %s after the 202", time.Since(sentAt).Round(time.Millisecond))
 
+	// Pulse's own metrics: admin only, and they saw the three events.
+	resp, err = http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics without a token = %d; want 401", resp.StatusCode)
+	}
+	req, _ = http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+admin[1])
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"pulse_ingest_events_total 3", "pulse_aggregator_rows_total 3", "pulse_aggregator_batch_rows_count 1",
+		"pulse_stream_pending_messages 0", "pulse_ingest_publish_seconds_count 1"} {
+		if !strings.Contains(string(metricsText), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	resp, err = http.Get("http://" + addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
