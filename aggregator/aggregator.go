@@ -113,7 +113,7 @@ func New(cfg Config, js jetstream.JetStream, store *chstore.Store, log zerolog.L
 	return &Aggregator{
 		cfg:  cfg,
 		js:   js,
-		sink: NewSink(store, "requests", nuid.Next(), log),
+		sink: NewSink(store, nuid.Next(), log),
 		log:  log,
 		obs:  nopObserver{},
 	}
@@ -237,7 +237,8 @@ func (a *Aggregator) accept(b *batch, msg jetstream.Msg, scratch []event.Request
 		a.deadLetter(msg, err.Error())
 		return reqs
 	}
-	b.add(msg, seq, meta.NumDelivered > 1, reqs)
+	b.addMsg(msg, seq, meta.NumDelivered > 1)
+	b.requests.add(seq, reqs)
 	return reqs
 }
 

@@ -217,9 +217,7 @@ func TestRedeliveryDoesNotDuplicate(t *testing.T) {
 			for range msgs.Messages() {
 			}
 			// Rows 0..59 of stream message 1 were committed before the "crash".
-			b := newBatch()
-			b.add(nil, 1, false, reqs[:60])
-			if err := store.Insert(ctx, "", "requests", b.columns()); err != nil {
+			if err := store.Insert(ctx, "", "requests", Columns(reqs[:60], 1)); err != nil {
 				t.Fatal(err)
 			}
 

@@ -17,40 +17,151 @@ type rowKey struct {
 	idx uint32
 }
 
-// batch is the rows of a set of stream messages, in columns ready for one
-// insert, with the messages to ack once they are committed.
+// column is one column of a table's pending rows.
+type column interface {
+	keep(mask []bool)
+	ch() chstore.Column
+}
+
+type col[T any] struct {
+	name string
+	v    []T
+}
+
+func (c *col[T]) keep(mask []bool) {
+	n := 0
+	for i, k := range mask {
+		if k {
+			c.v[n] = c.v[i]
+			n++
+		}
+	}
+	c.v = c.v[:n]
+}
+
+func (c *col[T]) ch() chstore.Column { return chstore.Column{Name: c.name, Values: c.v} }
+
+// rows are the pending rows of one table, in columns. Every table has ts,
+// stream_seq and seq_idx; the sink needs nothing else to deduplicate.
+type rows struct {
+	table string
+	ts    col[time.Time]
+	seq   col[uint64]
+	idx   col[uint32]
+	cols  []column // every column, ts, stream_seq and seq_idx included
+}
+
+// init sets r up in place (its column list points into r itself).
+func (r *rows) init(table string, cols ...column) {
+	r.table = table
+	r.ts, r.seq, r.idx = col[time.Time]{name: "ts"}, col[uint64]{name: "stream_seq"}, col[uint32]{name: "seq_idx"}
+	r.cols = append([]column{&r.ts, &r.seq, &r.idx}, cols...)
+}
+
+func (r *rows) len() int { return len(r.ts.v) }
+
+// key appends the identity of one row.
+func (r *rows) key(ts time.Time, seq uint64, idx int) {
+	r.ts.v = append(r.ts.v, ts)
+	r.seq.v = append(r.seq.v, seq)
+	r.idx.v = append(r.idx.v, uint32(idx))
+}
+
+// drop removes the rows whose keys are in stored, keeping order, and
+// returns how many it removed.
+func (r *rows) drop(stored map[rowKey]bool) int {
+	mask := make([]bool, r.len())
+	n := 0
+	for i := range mask {
+		mask[i] = !stored[rowKey{r.seq.v[i], r.idx.v[i]}]
+		if !mask[i] {
+			n++
+		}
+	}
+	if n > 0 {
+		for _, c := range r.cols {
+			c.keep(mask)
+		}
+	}
+	return n
+}
+
+func (r *rows) columns() []chstore.Column {
+	out := make([]chstore.Column, len(r.cols))
+	for i, c := range r.cols {
+		out[i] = c.ch()
+	}
+	return out
+}
+
+// requestRows are rows of the requests table.
+type requestRows struct {
+	rows
+	service, endpoint, method, errMsg, requestID col[string]
+	status                                       col[uint16]
+	duration                                     col[float64]
+	userID                                       col[uuid.UUID]
+}
+
+func newRequestRows() *requestRows {
+	r := &requestRows{
+		service: col[string]{name: "service"}, endpoint: col[string]{name: "endpoint"}, method: col[string]{name: "method"},
+		status: col[uint16]{name: "status_code"}, duration: col[float64]{name: "response_time_ms"},
+		userID: col[uuid.UUID]{name: "user_id"}, errMsg: col[string]{name: "error_message"}, requestID: col[string]{name: "request_id"},
+	}
+	r.init("requests", &r.service, &r.endpoint, &r.method, &r.status, &r.duration, &r.userID, &r.errMsg, &r.requestID)
+	return r
+}
+
+func (r *requestRows) add(seq uint64, reqs []event.Request) {
+	for i := range reqs {
+		q := &reqs[i]
+		r.key(q.Timestamp, seq, i)
+		r.service.v = append(r.service.v, q.Service)
+		r.endpoint.v = append(r.endpoint.v, q.Endpoint)
+		r.method.v = append(r.method.v, q.Method)
+		r.status.v = append(r.status.v, q.StatusCode)
+		r.duration.v = append(r.duration.v, q.ResponseTimeMS)
+		r.userID.v = append(r.userID.v, q.UserID)
+		r.errMsg.v = append(r.errMsg.v, q.ErrorMessage)
+		r.requestID.v = append(r.requestID.v, q.RequestID)
+	}
+}
+
+// batch is the rows of a set of stream messages, per table, ready for one
+// insert into each, with the messages to ack once all are committed.
 type batch struct {
 	msgs  []jetstream.Msg
 	seqs  map[uint64]bool // stream sequences of msgs
 	first time.Time       // when the first message was added
 
 	// suspect holds the sequences of messages whose rows may already be
-	// stored: redelivered, or part of an insert attempt that failed. all
-	// makes every message suspect.
+	// stored: redelivered, or part of an insert attempt that failed.
+	// allSuspect makes every message suspect.
 	suspect    map[uint64]bool
 	allSuspect bool
 
-	ts        []time.Time
-	service   []string
-	endpoint  []string
-	method    []string
-	status    []uint16
-	duration  []float64
-	userID    []uuid.UUID
-	errMsg    []string
-	requestID []string
-	streamSeq []uint64
-	seqIdx    []uint32
+	requests *requestRows
 }
 
 func newBatch() *batch {
-	return &batch{seqs: map[uint64]bool{}, suspect: map[uint64]bool{}}
+	return &batch{seqs: map[uint64]bool{}, suspect: map[uint64]bool{}, requests: newRequestRows()}
 }
 
-func (b *batch) rows() int { return len(b.ts) }
+// tables returns the row sets of the batch, one per table.
+func (b *batch) tables() []*rows { return []*rows{&b.requests.rows} }
 
-// add appends msg and its requests; seq is its stream sequence.
-func (b *batch) add(msg jetstream.Msg, seq uint64, redelivered bool, reqs []event.Request) {
+// rows is the number of rows in all tables.
+func (b *batch) rows() int {
+	n := 0
+	for _, t := range b.tables() {
+		n += t.len()
+	}
+	return n
+}
+
+// addMsg records msg, with stream sequence seq, as part of the batch.
+func (b *batch) addMsg(msg jetstream.Msg, seq uint64, redelivered bool) {
 	if len(b.msgs) == 0 {
 		b.first = time.Now()
 	}
@@ -59,67 +170,17 @@ func (b *batch) add(msg jetstream.Msg, seq uint64, redelivered bool, reqs []even
 	if redelivered {
 		b.suspect[seq] = true
 	}
-	for i := range reqs {
-		q := &reqs[i]
-		b.ts = append(b.ts, q.Timestamp)
-		b.service = append(b.service, q.Service)
-		b.endpoint = append(b.endpoint, q.Endpoint)
-		b.method = append(b.method, q.Method)
-		b.status = append(b.status, q.StatusCode)
-		b.duration = append(b.duration, q.ResponseTimeMS)
-		b.userID = append(b.userID, q.UserID)
-		b.errMsg = append(b.errMsg, q.ErrorMessage)
-		b.requestID = append(b.requestID, q.RequestID)
-		b.streamSeq = append(b.streamSeq, seq)
-		b.seqIdx = append(b.seqIdx, uint32(i))
-	}
 }
 
-// hasSuspects reports whether some rows may already be stored.
 func (b *batch) hasSuspects() bool { return b.allSuspect || len(b.suspect) > 0 }
 
 func (b *batch) isSuspect(seq uint64) bool { return b.allSuspect || b.suspect[seq] }
-
-// drop removes the rows whose keys are in stored, keeping order.
-func (b *batch) drop(stored map[rowKey]bool) int {
-	n := 0
-	for i := range b.ts {
-		if stored[rowKey{b.streamSeq[i], b.seqIdx[i]}] {
-			continue
-		}
-		b.ts[n], b.service[n], b.endpoint[n], b.method[n] = b.ts[i], b.service[i], b.endpoint[i], b.method[i]
-		b.status[n], b.duration[n], b.userID[n], b.errMsg[n] = b.status[i], b.duration[i], b.userID[i], b.errMsg[i]
-		b.requestID[n], b.streamSeq[n], b.seqIdx[n] = b.requestID[i], b.streamSeq[i], b.seqIdx[i]
-		n++
-	}
-	dropped := len(b.ts) - n
-	b.ts, b.service, b.endpoint, b.method = b.ts[:n], b.service[:n], b.endpoint[:n], b.method[:n]
-	b.status, b.duration, b.userID, b.errMsg = b.status[:n], b.duration[:n], b.userID[:n], b.errMsg[:n]
-	b.requestID, b.streamSeq, b.seqIdx = b.requestID[:n], b.streamSeq[:n], b.seqIdx[:n]
-	return dropped
-}
-
-func (b *batch) columns() []chstore.Column {
-	return []chstore.Column{
-		{Name: "ts", Values: b.ts},
-		{Name: "service", Values: b.service},
-		{Name: "endpoint", Values: b.endpoint},
-		{Name: "method", Values: b.method},
-		{Name: "status_code", Values: b.status},
-		{Name: "response_time_ms", Values: b.duration},
-		{Name: "user_id", Values: b.userID},
-		{Name: "error_message", Values: b.errMsg},
-		{Name: "request_id", Values: b.requestID},
-		{Name: "stream_seq", Values: b.streamSeq},
-		{Name: "seq_idx", Values: b.seqIdx},
-	}
-}
 
 // Columns returns reqs as the columns of one insert into the requests
 // table, as if they came from stream message seq. Benchmarks use it to
 // measure the raw insert limit with exactly the aggregator's rows.
 func Columns(reqs []event.Request, seq uint64) []chstore.Column {
-	b := newBatch()
-	b.add(nil, seq, false, reqs)
-	return b.columns()
+	r := newRequestRows()
+	r.add(seq, reqs)
+	return r.columns()
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/wedsync/pulse/internal/chstore"
 )
 
-// Sink writes batches into the requests table exactly once, however often
-// the stream delivers their messages and however often an insert fails.
+// Sink writes batches into their tables exactly once, however often the
+// stream delivers their messages and however often an insert fails.
 //
 // How: every row carries (stream_seq, seq_idx), the JetStream sequence of
 // the message it came from and its index in that message. Decoding a
@@ -26,9 +26,9 @@ import (
 // atomic, and a timed-out one may still finish on the server. For those
 // suspect messages only, the sink first waits until no insert that could
 // hold them is still running on the server (insert query IDs carry their
-// sequence range, see queryID), then reads which of their keys are stored
-// and inserts the rest. Messages delivered for the first time skip the
-// check: no one can have stored their rows.
+// table and sequence range, see queryID), then reads which of their keys
+// are stored and inserts the rest. Messages delivered for the first time
+// skip the check: no one can have stored their rows.
 //
 // What it does not cover: a replica that kept a message past the consumer's
 // AckWait without a heartbeat while another replica received it again, and
@@ -36,7 +36,6 @@ import (
 // wait keep that from happening in practice.
 type Sink struct {
 	store    *chstore.Store
-	table    string
 	instance string
 	log      zerolog.Logger
 	n        atomic.Uint64
@@ -45,66 +44,72 @@ type Sink struct {
 	Skipped atomic.Uint64
 }
 
-// NewSink returns a Sink writing to table. instance distinguishes this
+// NewSink returns a Sink writing to store. instance distinguishes this
 // process's insert query IDs from other replicas'.
-func NewSink(store *chstore.Store, table, instance string, log zerolog.Logger) *Sink {
-	return &Sink{store: store, table: table, instance: instance, log: log}
+func NewSink(store *chstore.Store, instance string, log zerolog.Logger) *Sink {
+	return &Sink{store: store, instance: instance, log: log}
 }
 
 const queryIDPrefix = "pulse-insert-"
 
-// queryID names an insert by the range of stream sequences it holds:
-// pulse-insert-<table>-<lo>-<hi>-<instance>-<n>.
-func (s *Sink) queryID(lo, hi uint64) string {
-	return fmt.Sprintf("%s%s-%d-%d-%s-%d", queryIDPrefix, s.table, lo, hi, s.instance, s.n.Add(1))
+// queryID names an insert by its table and the range of stream sequences
+// it holds: pulse-insert-<table>-<lo>-<hi>-<instance>-<n>.
+func (s *Sink) queryID(table string, lo, hi uint64) string {
+	return fmt.Sprintf("%s%s-%d-%d-%s-%d", queryIDPrefix, table, lo, hi, s.instance, s.n.Add(1))
 }
 
-// write inserts b's rows that are not stored yet. It returns an error if
-// the insert failed; the caller retries with b.allSuspect set.
+// write inserts, table by table, b's rows that are not stored yet. It
+// returns the first failure; the caller retries the whole batch with
+// b.allSuspect set, so tables already written are checked, not rewritten.
 func (s *Sink) write(ctx context.Context, b *batch) error {
-	if b.hasSuspects() {
-		if err := s.dropStored(ctx, b); err != nil {
+	for _, t := range b.tables() {
+		if b.hasSuspects() {
+			if err := s.dropStored(ctx, b, t); err != nil {
+				return err
+			}
+		}
+		if t.len() == 0 {
+			continue
+		}
+		lo, hi := seqRange(t.seq.v)
+		if err := s.store.Insert(ctx, s.queryID(t.table, lo, hi), t.table, t.columns()); err != nil {
 			return err
 		}
 	}
-	if b.rows() == 0 {
-		return nil
-	}
-	lo, hi := seqRange(b.streamSeq)
-	return s.store.Insert(ctx, s.queryID(lo, hi), s.table, b.columns())
+	return nil
 }
 
-// dropStored waits for in-flight inserts that may hold b's suspect rows,
-// then removes from b the rows already stored.
-func (s *Sink) dropStored(ctx context.Context, b *batch) error {
+// dropStored waits for in-flight inserts into t that may hold b's suspect
+// rows, then removes from t the rows already stored.
+func (s *Sink) dropStored(ctx context.Context, b *batch, t *rows) error {
 	var lo, hi uint64
 	var tlo, thi time.Time
 	first := true
-	for i, seq := range b.streamSeq {
+	for i, seq := range t.seq.v {
 		if !b.isSuspect(seq) {
 			continue
 		}
-		t := b.ts[i]
+		ts := t.ts.v[i]
 		if first {
-			lo, hi, tlo, thi, first = seq, seq, t, t, false
+			lo, hi, tlo, thi, first = seq, seq, ts, ts, false
 			continue
 		}
 		lo, hi = min(lo, seq), max(hi, seq)
-		if t.Before(tlo) {
-			tlo = t
+		if ts.Before(tlo) {
+			tlo = ts
 		}
-		if t.After(thi) {
-			thi = t
+		if ts.After(thi) {
+			thi = ts
 		}
 	}
 	if first {
 		return nil
 	}
-	if err := s.awaitInserts(ctx, lo, hi); err != nil {
+	if err := s.awaitInserts(ctx, t.table, lo, hi); err != nil {
 		return err
 	}
 	q := fmt.Sprintf("SELECT stream_seq, seq_idx FROM %s WHERE ts >= %s AND ts <= %s AND stream_seq >= %d AND stream_seq <= %d",
-		s.store.T(s.table), chstore.DateTime(tlo), chstore.DateTime(thi.Add(time.Second)), lo, hi)
+		s.store.T(t.table), chstore.DateTime(tlo), chstore.DateTime(thi.Add(time.Second)), lo, hi)
 	rows, err := s.store.Query(ctx, q)
 	if err != nil {
 		return fmt.Errorf("read stored keys: %w", err)
@@ -123,17 +128,17 @@ func (s *Sink) dropStored(ctx context.Context, b *batch) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read stored keys: %w", err)
 	}
-	if n := b.drop(stored); n > 0 {
+	if n := t.drop(stored); n > 0 {
 		s.Skipped.Add(uint64(n))
-		s.log.Info().Int("rows", n).Msg("rows already stored; not inserting them again")
+		s.log.Info().Str("table", t.table).Int("rows", n).Msg("rows already stored; not inserting them again")
 	}
 	return nil
 }
 
-// awaitInserts waits until no insert into the table whose sequence range
+// awaitInserts waits until no insert into table whose sequence range
 // overlaps [lo, hi] is running on the server, from any process.
-func (s *Sink) awaitInserts(ctx context.Context, lo, hi uint64) error {
-	prefix := queryIDPrefix + s.table + "-"
+func (s *Sink) awaitInserts(ctx context.Context, table string, lo, hi uint64) error {
+	prefix := queryIDPrefix + table + "-"
 	for {
 		ids, err := s.store.RunningQueries(ctx, prefix)
 		if err != nil {
