@@ -232,20 +232,46 @@ func (a *Aggregator) accept(b *batch, msg jetstream.Msg, scratch []event.Request
 		b.msgs = append(b.msgs, msg)
 		return scratch
 	}
-	reqs, err := a.decode(msg, meta, scratch)
-	if err != nil {
-		a.deadLetter(msg, err.Error())
+	subject := msg.Subject()
+	switch {
+	case strings.HasPrefix(subject, stream.SubjectResources):
+		// Timestamps default to the message's and must lie within the
+		// retention before it, so every one can be stored.
+		samples, err := event.DecodeResources(msg.Data(), event.Rules{Now: meta.Timestamp, Retention: a.cfg.Retention}, maxEventsPerMessage)
+		if err != nil {
+			a.deadLetter(msg, err.Error())
+			return scratch
+		}
+		b.addMsg(msg, seq, meta.NumDelivered > 1)
+		b.resources.add(seq, samples)
+	case strings.HasPrefix(subject, stream.SubjectHealth):
+		results, err := event.DecodeHealth(msg.Data(), maxEventsPerMessage)
+		if err != nil {
+			a.deadLetter(msg, err.Error())
+			return scratch
+		}
+		b.addMsg(msg, seq, meta.NumDelivered > 1)
+		b.health.add(seq, results)
+	default:
+		reqs, err := a.decodeRequests(msg, meta, scratch)
+		if err != nil {
+			a.deadLetter(msg, err.Error())
+			return reqs
+		}
+		b.addMsg(msg, seq, meta.NumDelivered > 1)
+		b.requests.add(seq, reqs)
 		return reqs
 	}
-	b.addMsg(msg, seq, meta.NumDelivered > 1)
-	b.requests.add(seq, reqs)
-	return reqs
+	return scratch
 }
 
-// decode turns a stream message into requests. Defaults that would
-// otherwise come from the clock (timestamp, request ID) come from the
-// message, so that decoding it again gives the same rows.
-func (a *Aggregator) decode(msg jetstream.Msg, meta *jetstream.MsgMetadata, dst []event.Request) ([]event.Request, error) {
+// maxEventsPerMessage bounds the events one stream message may carry.
+const maxEventsPerMessage = 100000
+
+// decodeRequests turns a request-metrics message into requests. Defaults
+// that would otherwise come from the clock (timestamp, request ID) come
+// from the message, so that decoding it again gives the same rows.
+func (a *Aggregator) decodeRequests(msg jetstream.Msg, meta *jetstream.MsgMetadata, dst []event.Request) ([]event.Request, error) {
 	subject := msg.Subject()
 	switch {
 	case subject == stream.SubjectEdgeRequests:
@@ -270,7 +296,7 @@ func (a *Aggregator) decode(msg jetstream.Msg, meta *jetstream.MsgMetadata, dst 
 		d := event.Decoder{
 			Rules:          event.Rules{Now: meta.Timestamp, Retention: a.cfg.Retention},
 			DefaultService: service,
-			MaxEvents:      100000,
+			MaxEvents:      maxEventsPerMessage,
 			RequestID: func(i int) string {
 				return fmt.Sprintf("nats-%d-%d", meta.Sequence.Stream, i)
 			},

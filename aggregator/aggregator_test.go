@@ -253,3 +253,45 @@ func TestRedeliveryDoesNotDuplicate(t *testing.T) {
 		})
 	}
 }
+
+// TestResourcesAndHealthStored sends resource samples (from the edge and
+// straight from a host) and health results, plus a poison message of each
+// kind, and finds each valid row once in its table.
+func TestResourcesAndHealthStored(t *testing.T) {
+	for name, store := range testenv.Backends(t) {
+		t.Run(name, func(t *testing.T) {
+			p := startPipeline(t, store, Config{MaxDelay: 50 * time.Millisecond})
+			ts := base.Format(time.RFC3339)
+			publishRaw(t, p.js, stream.SubjectResources+"edge", []byte(`[{"host":"web-1","resource":"cpu","used":1.5,"capacity":2,"timestamp":"`+ts+`"},
+				{"host":"web-1","resource":"disk","name":"/","used":40,"capacity":100,"timestamp":"`+ts+`"}]`))
+			publishRaw(t, p.js, stream.SubjectResources+"db-1", []byte(`{"host":"db-1","resource":"memory","used":3,"utilisation":0.5}`))
+			publishRaw(t, p.js, stream.SubjectResources+"db-1", []byte(`{"host":"db-1","resource":"gpu","used":3,"utilisation":0.5}`))
+			publishRaw(t, p.js, stream.SubjectHealth+"database", []byte(`[{"timestamp":"`+ts+`","component":"database","status":"healthy","response_time_ms":4.5,"details":{"active_connections":3}},
+				{"timestamp":"`+ts+`","component":"external","target":"stripe","status":"critical","response_time_ms":5000}]`))
+			publishRaw(t, p.js, stream.SubjectHealth+"database", []byte(`[{"timestamp":"`+ts+`","component":"database","status":"great"}]`))
+
+			testenv.Eventually(t, 20*time.Second, "rows in resources and health_checks", func() bool {
+				return testenv.Count(t, store, "SELECT count() FROM "+store.T("resources")) >= 3 &&
+					testenv.Count(t, store, "SELECT count() FROM "+store.T("health_checks")) >= 2 &&
+					p.agg.Stats().DeadLetters.Load() >= 2
+			})
+			p.stop()
+			if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("resources")+" WHERE host = 'web-1' AND resource = 'cpu' AND utilisation = 0.75"); got != 1 {
+				t.Errorf("web-1 cpu rows with utilisation 0.75: %d; want 1", got)
+			}
+			if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("resources")); got != 3 {
+				t.Errorf("resource rows = %d; want 3", got)
+			}
+			if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("health_checks")+" WHERE component = 'external' AND target = 'stripe' AND status = 'critical'"); got != 1 {
+				t.Errorf("stripe critical rows: %d; want 1", got)
+			}
+			var details string
+			if err := store.QueryRow(context.Background(), "SELECT details FROM "+store.T("health_checks")+" WHERE component = 'database'", &details); err != nil || details != `{"active_connections":3}` {
+				t.Errorf("database details %q, %v; want {\"active_connections\":3}", details, err)
+			}
+			if n := p.agg.Stats().DeadLetters.Load(); n != 2 {
+				t.Errorf("dead letters = %d; want 2", n)
+			}
+		})
+	}
+}

@@ -128,6 +128,67 @@ func (r *requestRows) add(seq uint64, reqs []event.Request) {
 	}
 }
 
+// resourceRows are rows of the resources table.
+type resourceRows struct {
+	rows
+	host, resource, name        col[string]
+	used, capacity, utilisation col[float64]
+}
+
+func newResourceRows() *resourceRows {
+	r := &resourceRows{
+		host: col[string]{name: "host"}, resource: col[string]{name: "resource"}, name: col[string]{name: "name"},
+		used: col[float64]{name: "used"}, capacity: col[float64]{name: "capacity"}, utilisation: col[float64]{name: "utilisation"},
+	}
+	r.init("resources", &r.host, &r.resource, &r.name, &r.used, &r.capacity, &r.utilisation)
+	return r
+}
+
+func (r *resourceRows) add(seq uint64, samples []event.ResourceSample) {
+	for i := range samples {
+		s := &samples[i]
+		r.key(s.Timestamp, seq, i)
+		r.host.v = append(r.host.v, s.Host)
+		r.resource.v = append(r.resource.v, s.Resource)
+		r.name.v = append(r.name.v, s.Name)
+		r.used.v = append(r.used.v, s.Used)
+		r.capacity.v = append(r.capacity.v, s.Capacity)
+		r.utilisation.v = append(r.utilisation.v, s.Utilisation)
+	}
+}
+
+// healthRows are rows of the health_checks table.
+type healthRows struct {
+	rows
+	component, target, status, details col[string]
+	duration                           col[float64]
+}
+
+func newHealthRows() *healthRows {
+	r := &healthRows{
+		component: col[string]{name: "component"}, target: col[string]{name: "target"}, status: col[string]{name: "status"},
+		duration: col[float64]{name: "response_time_ms"}, details: col[string]{name: "details"},
+	}
+	r.init("health_checks", &r.component, &r.target, &r.status, &r.duration, &r.details)
+	return r
+}
+
+func (r *healthRows) add(seq uint64, results []event.HealthResult) {
+	for i := range results {
+		h := &results[i]
+		r.key(h.Timestamp, seq, i)
+		r.component.v = append(r.component.v, h.Component)
+		r.target.v = append(r.target.v, h.Target)
+		r.status.v = append(r.status.v, h.Status)
+		r.duration.v = append(r.duration.v, h.ResponseTimeMS)
+		details := string(h.Details)
+		if details == "" {
+			details = "{}"
+		}
+		r.details.v = append(r.details.v, details)
+	}
+}
+
 // batch is the rows of a set of stream messages, per table, ready for one
 // insert into each, with the messages to ack once all are committed.
 type batch struct {
@@ -141,15 +202,20 @@ type batch struct {
 	suspect    map[uint64]bool
 	allSuspect bool
 
-	requests *requestRows
+	requests  *requestRows
+	resources *resourceRows
+	health    *healthRows
 }
 
 func newBatch() *batch {
-	return &batch{seqs: map[uint64]bool{}, suspect: map[uint64]bool{}, requests: newRequestRows()}
+	return &batch{seqs: map[uint64]bool{}, suspect: map[uint64]bool{},
+		requests: newRequestRows(), resources: newResourceRows(), health: newHealthRows()}
 }
 
 // tables returns the row sets of the batch, one per table.
-func (b *batch) tables() []*rows { return []*rows{&b.requests.rows} }
+func (b *batch) tables() []*rows {
+	return []*rows{&b.requests.rows, &b.resources.rows, &b.health.rows}
+}
 
 // rows is the number of rows in all tables.
 func (b *batch) rows() int {

@@ -27,6 +27,14 @@ const (
 	// SubjectEdgeRequests carries request batches the ingest edge validated,
 	// in the event package's batch encoding.
 	SubjectEdgeRequests = "pulse.ingest.edge.requests"
+	// SubjectResources carries resource samples as JSON (one object or an
+	// array): the edge publishes validated samples on
+	// pulse.ingest.resources.edge, the fleet may publish its own on
+	// pulse.ingest.resources.<host>.
+	SubjectResources = "pulse.ingest.resources."
+	// SubjectHealth carries health probe results as JSON arrays, published
+	// by Pulse's probes: pulse.ingest.health.<component>.
+	SubjectHealth = "pulse.ingest.health."
 	// SubjectDeadLetter prefixes invalid messages taken off the ingest
 	// stream: pulse.deadletter.<original subject without "pulse.">.
 	SubjectDeadLetter = "pulse.deadletter."
