@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,9 +109,12 @@ func (e *Edge) SetObserver(o Observer) { e.obs = o }
 // Stats returns the edge's counters.
 func (e *Edge) Stats() *Stats { return &e.stats }
 
-// Register adds POST /api/admin/system/metrics, for ingest-scoped callers.
+// Register adds the ingest routes, for ingest-scoped callers: POST
+// /api/admin/system/metrics (request metrics) and POST
+// /api/admin/system/resources (resource samples of fleet hosts).
 func (e *Edge) Register(r *httpapi.Router) {
 	r.Handle(http.MethodPost, "/api/admin/system/metrics", auth.ScopeIngest, e.postMetrics)
+	r.Handle(http.MethodPost, "/api/admin/system/resources", auth.ScopeIngest, e.postResources)
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -144,15 +148,18 @@ func badRequest(field, message string) *httpapi.Error {
 		event.FieldError{Field: field, Message: message})
 }
 
-// decode reads, bounds, decompresses and validates the body.
-func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
+// readBody reads, bounds and decompresses the body of r, whose content
+// type must be one of types. release hands the buffers back; data is valid
+// until then.
+func (e *Edge) readBody(r *http.Request, types ...string) (ct string, data []byte, release func(), err error) {
+	release = func() {}
 	if key := r.Header.Get("Idempotency-Key"); len(key) > 128 {
-		return nil, badRequest("Idempotency-Key", "must be at most 128 characters")
+		return "", nil, release, badRequest("Idempotency-Key", "must be at most 128 characters")
 	}
-	ct, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
-	if err != nil || (ct != "application/json" && ct != "application/x-ndjson") {
-		return nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"Content-Type must be application/json or application/x-ndjson")
+	ct, _, err = mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+	if err != nil || !slices.Contains(types, ct) {
+		return "", nil, release, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"Content-Type must be "+strings.Join(types, " or "))
 	}
 	gz := false
 	// Content codings are case-insensitive, and x-gzip is gzip (RFC 9110,
@@ -162,39 +169,56 @@ func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
 	case "gzip", "x-gzip":
 		gz = true
 	default:
-		return nil, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+		return "", nil, release, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
 			"Content-Encoding must be gzip or absent")
 	}
 	if r.ContentLength > e.cfg.MaxBodyBytes {
-		return nil, tooLarge(fmt.Sprintf("the body exceeds %d bytes", e.cfg.MaxBodyBytes))
+		return "", nil, release, tooLarge(fmt.Sprintf("the body exceeds %d bytes", e.cfg.MaxBodyBytes))
 	}
 
 	raw := bufPool.Get().(*bytes.Buffer)
-	defer putBuf(raw)
 	raw.Reset()
+	bufs := []*bytes.Buffer{raw}
+	release = func() {
+		for _, b := range bufs {
+			putBuf(b)
+		}
+	}
+	if r.ContentLength > 0 {
+		raw.Grow(int(r.ContentLength))
+	}
 	if n, err := raw.ReadFrom(io.LimitReader(r.Body, e.cfg.MaxBodyBytes+1)); err != nil {
-		return nil, badRequest("body", "could not be read")
+		return "", nil, release, badRequest("body", "could not be read")
 	} else if n > e.cfg.MaxBodyBytes {
-		return nil, tooLarge(fmt.Sprintf("the body exceeds %d bytes", e.cfg.MaxBodyBytes))
+		return "", nil, release, tooLarge(fmt.Sprintf("the body exceeds %d bytes", e.cfg.MaxBodyBytes))
 	}
-	body := raw
-	if gz {
-		zr, err := gzip.NewReader(bytes.NewReader(raw.Bytes()))
-		if err != nil {
-			return nil, badRequest("body", "is not valid gzip")
-		}
-		body = bufPool.Get().(*bytes.Buffer)
-		defer putBuf(body)
-		body.Reset()
-		n, err := body.ReadFrom(io.LimitReader(zr, e.cfg.MaxDecompressedBytes+1))
-		if err != nil {
-			return nil, badRequest("body", "is not valid gzip")
-		}
-		if n > e.cfg.MaxDecompressedBytes {
-			return nil, tooLarge(fmt.Sprintf("the decompressed body exceeds %d bytes", e.cfg.MaxDecompressedBytes))
-		}
+	if !gz {
+		return ct, raw.Bytes(), release, nil
 	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw.Bytes()))
+	if err != nil {
+		return "", nil, release, badRequest("body", "is not valid gzip")
+	}
+	body := bufPool.Get().(*bytes.Buffer)
+	body.Reset()
+	bufs = append(bufs, body)
+	n, err := body.ReadFrom(io.LimitReader(zr, e.cfg.MaxDecompressedBytes+1))
+	if err != nil {
+		return "", nil, release, badRequest("body", "is not valid gzip")
+	}
+	if n > e.cfg.MaxDecompressedBytes {
+		return "", nil, release, tooLarge(fmt.Sprintf("the decompressed body exceeds %d bytes", e.cfg.MaxDecompressedBytes))
+	}
+	return ct, body.Bytes(), release, nil
+}
 
+// decode reads and validates a body of request metrics.
+func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
+	ct, data, release, err := e.readBody(r, "application/json", "application/x-ndjson")
+	defer release()
+	if err != nil {
+		return nil, err
+	}
 	d := event.Decoder{
 		Rules:          event.Rules{Now: e.now(), Retention: e.cfg.Retention},
 		DefaultService: e.cfg.DefaultService,
@@ -202,21 +226,63 @@ func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
 	}
 	var reqs []event.Request
 	if ct == "application/x-ndjson" {
-		reqs, err = d.NDJSON(body.Bytes())
+		reqs, err = d.NDJSON(data)
 	} else {
-		reqs, err = d.JSON(body.Bytes())
+		reqs, err = d.JSON(data)
 	}
+	return reqs, e.decodeError(err)
+}
+
+// decodeError maps a decoder error to the answer the caller gets.
+func (e *Edge) decodeError(err error) error {
 	var be *event.BatchError
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, event.ErrTooManyEvents):
-		return nil, tooLarge(fmt.Sprintf("a request may carry at most %d events", e.cfg.MaxEvents))
+		return tooLarge(fmt.Sprintf("a request may carry at most %d events", e.cfg.MaxEvents))
 	case errors.As(err, &be):
 		msg := fmt.Sprintf("the batch was rejected whole: %d invalid field(s)", be.Invalid)
-		return nil, httpapi.Errorf(http.StatusBadRequest, "invalid_request", msg, be.Errors...)
-	case err != nil:
-		return nil, badRequest("body", "could not be decoded")
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_request", msg, be.Errors...)
+	default:
+		return badRequest("body", "could not be decoded")
 	}
-	return reqs, nil
+}
+
+// MaxSamples bounds the resource samples of one request.
+const MaxSamples = 1000
+
+func (e *Edge) postResources(c echo.Context) error {
+	samples, err := e.decodeSamples(c.Request())
+	if err != nil {
+		e.stats.Rejected.Add(1)
+		var he *httpapi.Error
+		if errors.As(err, &he) {
+			e.obs.ObserveRejected(he.Status)
+		}
+		return err
+	}
+	p, _ := httpapi.PrincipalOf(c)
+	if err := e.pub.PublishSamples(c.Request().Context(), p.Name, samples, c.Request().Header.Get("Idempotency-Key")); err != nil {
+		e.stats.Unavailable.Add(1)
+		e.obs.ObserveRejected(http.StatusServiceUnavailable)
+		e.log.Warn().Err(err).Int("samples", len(samples)).Msg("samples not persisted; answered 503")
+		return httpapi.Unavailable("the event stream is unavailable; retry later", 2*time.Second)
+	}
+	return c.JSON(http.StatusAccepted, map[string]int{"accepted": len(samples)})
+}
+
+func (e *Edge) decodeSamples(r *http.Request) ([]event.ResourceSample, error) {
+	_, data, release, err := e.readBody(r, "application/json")
+	defer release()
+	if err != nil {
+		return nil, err
+	}
+	samples, err := event.DecodeResources(data, event.Rules{Now: e.now(), Retention: e.cfg.Retention}, MaxSamples)
+	if errors.Is(err, event.ErrTooManyEvents) {
+		return nil, tooLarge(fmt.Sprintf("a request may carry at most %d samples", MaxSamples))
+	}
+	return samples, e.decodeError(err)
 }
 
 func tooLarge(msg string) *httpapi.Error {
@@ -225,7 +291,7 @@ func tooLarge(msg string) *httpapi.Error {
 
 // putBuf returns b to the pool unless it grew beyond what is worth keeping.
 func putBuf(b *bytes.Buffer) {
-	if b.Cap() <= 1<<20 {
+	if b.Cap() <= 16<<20 {
 		bufPool.Put(b)
 	}
 }

@@ -94,13 +94,17 @@ type post struct {
 	encoding string    // Content-Encoding
 	key      string    // Idempotency-Key
 	token    string    // default ingestToken; "-" for none
+	path     string    // default /api/admin/system/metrics
 }
 
 func (v *env) do(p post) *httptest.ResponseRecorder {
 	if p.body == nil {
 		p.body = bytes.NewReader(nil)
 	}
-	req := httptest.NewRequest(http.MethodPost, "/api/admin/system/metrics", p.body)
+	if p.path == "" {
+		p.path = "/api/admin/system/metrics"
+	}
+	req := httptest.NewRequest(http.MethodPost, p.path, p.body)
 	switch p.ct {
 	case "":
 		req.Header.Set(echo.HeaderContentType, "application/json")

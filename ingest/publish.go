@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -98,6 +99,29 @@ func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Req
 		case <-ctx.Done():
 			return fmt.Errorf("%w: no acknowledgement within %s", ErrUnavailable, p.timeout)
 		}
+	}
+	return nil
+}
+
+// PublishSamples writes resource samples to the stream as one JSON message
+// and returns once JetStream acknowledged it. The samples must fit one
+// message; the edge bounds their number.
+func (p *Publisher) PublishSamples(ctx context.Context, caller string, samples []event.ResourceSample, idempotencyKey string) error {
+	if p.nc.Status() != nats.CONNECTED {
+		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
+	}
+	data, err := json.Marshal(samples)
+	if err != nil {
+		return fmt.Errorf("encode samples: %w", err)
+	}
+	msg := &nats.Msg{Subject: stream.SubjectResources + "edge", Data: data, Header: nats.Header{}}
+	if idempotencyKey != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, "s/"+strconv.Itoa(len(caller))+":"+caller+"/"+idempotencyKey)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil
 }
