@@ -20,14 +20,22 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
 
 var version = "dev"
 
 func main() {
+	// go-redis logs connection failures on its own, with Redis's address;
+	// Pulse reports Redis trouble itself, without internals.
+	redis.SetLogger(quietRedis{})
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // errUsage marks a command-line mistake; it exits with status 2.
 var errUsage = errors.New("usage")

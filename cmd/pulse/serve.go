@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/metrics"
+	"github.com/wedsync/pulse/internal/ratelimit"
 	"github.com/wedsync/pulse/internal/stream"
 	"github.com/wedsync/pulse/schema"
 )
@@ -43,6 +45,11 @@ type serveFlags struct {
 	clickhouseDSN   string
 	adminTokens     string
 	ingestTokens    string
+	jwt             auth.JWTConfig
+	jwtSecret       string
+	redisURL        string
+	adminLimit      string
+	ingestLimit     string
 	migrate         bool
 	shutdownTimeout time.Duration
 
@@ -76,6 +83,12 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded; default chdb:<data-dir>/chdb)")
 	fs.StringVar(&f.adminTokens, "admin-tokens", "", "admin bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.ingestTokens, "ingest-tokens", "", "ingest bearer tokens, comma-separated name:token (prefer the env twin)")
+	fs.StringVar(&f.jwtSecret, "jwt-secret", "", "HS256 secret of Supabase-compatible admin JWTs (at least 32 bytes; prefer the env twin)")
+	fs.StringVar(&f.jwt.Issuer, "jwt-issuer", "", "required iss claim of JWTs, e.g. https://<project>.supabase.co/auth/v1")
+	fs.StringVar(&f.jwt.Audience, "jwt-audience", "", "required aud claim of JWTs, e.g. authenticated")
+	fs.StringVar(&f.redisURL, "redis-url", "", "Redis for rate limits and the response cache, redis://host:6379/0; empty keeps both in process")
+	fs.StringVar(&f.adminLimit, "admin-rate-limit", "60/min", "requests per principal to admin routes")
+	fs.StringVar(&f.ingestLimit, "ingest-rate-limit", "6000/min", "requests per principal to ingest routes")
 	fs.BoolVar(&f.migrate, "migrate", true, "apply the ClickHouse schema at start")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown may take to drain")
 	fs.Int64Var(&f.stream.MaxBytes, "stream-max-bytes", 8<<30, "ingest stream backlog limit in bytes; beyond it ingest answers 503")
@@ -132,7 +145,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, log: log, stdout: stdout}
+	authn := auth.Authenticator(tokens.StaticTokens)
+	if f.jwtSecret != "" {
+		f.jwt.Secret = []byte(f.jwtSecret)
+		jwt, err := auth.NewJWT(f.jwt)
+		if err != nil {
+			return fmt.Errorf("%w: JWT: %v", errUsage, err)
+		}
+		authn = auth.Chain(jwt, tokens.StaticTokens)
+	}
+	for _, l := range []*string{&f.adminLimit, &f.ingestLimit} {
+		if _, err := ratelimit.ParseLimit(*l); err != nil {
+			return fmt.Errorf("%w: rate limit %q: %v", errUsage, *l, err)
+		}
+	}
+	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, authn: authn, log: log, stdout: stdout}
 	return p.run(ctx)
 }
 
@@ -160,6 +187,7 @@ type process struct {
 	roles     map[string]bool
 	retention schema.Retention
 	tokens    tokenSet
+	authn     auth.Authenticator
 	log       zerolog.Logger
 	stdout    io.Writer
 
@@ -167,6 +195,7 @@ type process struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	store    *chstore.Store
+	redis    *redis.Client
 	metrics  *metrics.Metrics
 	draining atomic.Bool
 }
@@ -195,6 +224,17 @@ func (s *process) run(ctx context.Context) error {
 	defer s.close()
 	if err := s.connectNATS(ctx); err != nil {
 		return err
+	}
+	if s.flags.redisURL != "" {
+		opt, err := redis.ParseURL(s.flags.redisURL)
+		if err != nil {
+			return fmt.Errorf("%w: --redis-url: not a redis:// URL", errUsage)
+		}
+		// Deadlines must reach the socket, so that a hanging Redis costs a
+		// request its short timeout, not seconds; and the rate-limit script
+		// must not be retried.
+		opt.ContextTimeoutEnabled, opt.MaxRetries = true, -1
+		s.redis = redis.NewClient(opt)
 	}
 	if s.roles["aggregator"] || s.roles["query"] {
 		store, err := chstore.Open(ctx, s.flags.clickhouseDSN, s.log)
@@ -273,7 +313,10 @@ func (s *process) connectNATS(ctx context.Context) error {
 // returns the function that serves them until ctx ends.
 func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (func(context.Context) error, error) {
 	e := httpapi.New(s.log)
-	r := httpapi.NewRouter(e, s.tokens)
+	r := httpapi.NewRouter(e, s.authn)
+	if err := s.rateLimits(r); err != nil {
+		return nil, err
+	}
 
 	checks := []httpapi.Check{{Name: "nats", Probe: func(context.Context) error {
 		if s.nc.Status() != nats.CONNECTED {
@@ -338,6 +381,26 @@ func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (f
 		}
 		return nil
 	}, nil
+}
+
+// rateLimits limits each principal's calls per route class, in Redis when
+// a Redis URL is set (with the in-process limiter as fallback while Redis
+// fails), in process otherwise.
+func (s *process) rateLimits(r *httpapi.Router) error {
+	mem := ratelimit.NewMemory()
+	var limiter ratelimit.Limiter = mem
+	if s.redis != nil {
+		rl, err := ratelimit.NewRedis(s.redis, ratelimit.DefaultPrefix)
+		if err != nil {
+			return err
+		}
+		limiter = rl
+	}
+	admin, _ := ratelimit.ParseLimit(s.flags.adminLimit)
+	ingest, _ := ratelimit.ParseLimit(s.flags.ingestLimit)
+	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.log))
+	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.log))
+	return nil
 }
 
 // listen binds addr; if addr is the default and taken, a free port on the
@@ -434,6 +497,9 @@ func (s *process) close() {
 	}
 	if s.store != nil {
 		_ = s.store.Close()
+	}
+	if s.redis != nil {
+		_ = s.redis.Close()
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/wedsync/pulse/internal/testenv"
 )
 
@@ -21,7 +23,9 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 func TestServeEmbedded(t *testing.T) {
 	bin := pulseBinary(t, "chdb")
 	dir := t.TempDir()
-	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + freeAddr(t)}, "serve", "--data-dir", dir)
+	const jwtSecret = "a-jwt-secret-of-at-least-32-bytes-for-tests"
+	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + freeAddr(t),
+		"PULSE_JWT_SECRET=" + jwtSecret, "PULSE_ADMIN_RATE_LIMIT=60/min"}, "serve", "--data-dir", dir)
 	addr := p.httpAddr()
 
 	out := p.stdout.String()
@@ -52,16 +56,23 @@ func TestServeEmbedded(t *testing.T) {
 	sentAt := time.Now()
 
 	var stats StatsBody
-	testenv.Eventually(t, 2*time.Second, "3 rows stored within 2 s", func() bool {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/admin/system/stats", nil)
-		req.Header.Set("Authorization", "Bearer "+admin[1])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
+	// Poll every 100 ms (not faster: the admin rate limit applies).
+	deadline := time.Now().Add(2 * time.Second)
+	for stored := false; !stored; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("3 events not stored within 2 s of the 202 (last stats %+v)", stats)
 		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats.RequestsStored == 3
-	})
+		stored = func() bool {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/admin/system/stats", nil)
+			req.Header.Set("Authorization", "Bearer "+admin[1])
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats.RequestsStored == 3
+		}()
+	}
 	t.Logf("3 events stored %s after the 202", time.Since(sentAt).Round(time.Millisecond))
 
 	// Pulse's own metrics: admin only, and they saw the three events.
@@ -86,6 +97,40 @@ func TestServeEmbedded(t *testing.T) {
 		if !strings.Contains(string(metricsText), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+
+	// A Supabase admin JWT is an admin credential too.
+	jwtAdmin, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "user-1", "role": "authenticated", "app_metadata": map[string]any{"role": "admin"},
+		"exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(jwtSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/admin/system/stats", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(jwtAdmin); code != http.StatusOK {
+		t.Errorf("stats with an admin JWT = %d; want 200", code)
+	}
+	// The admin token has made some calls already; within 60 more it is
+	// refused with 429, while the JWT principal has its own budget.
+	limited := false
+	for i := 0; i < 60 && !limited; i++ {
+		limited = get(admin[1]) == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Error("60 more admin calls with a limit of 60/min: never 429")
+	}
+	if code := get(jwtAdmin); code != http.StatusOK {
+		t.Errorf("stats with the JWT after the token was limited = %d; want 200", code)
 	}
 
 	resp, err = http.Get("http://" + addr + "/readyz")
