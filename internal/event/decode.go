@@ -2,11 +2,11 @@ package event
 
 import (
 	"bytes"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
+	"unicode"
 )
 
 // MaxReportedErrors bounds the field errors one rejected batch reports.
@@ -52,43 +52,57 @@ type Decoder struct {
 
 // JSON decodes one event object or an array of them. It returns every
 // field error of every event as a *BatchError, ErrTooManyEvents, or the
-// requests, all valid.
+// requests, all valid. The requests do not refer to data.
 func (d Decoder) JSON(data []byte) ([]Request, error) {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 {
+	p := parser{data: bytes.TrimSpace(data)}
+	if len(p.data) == 0 {
 		return nil, &BatchError{Errors: []FieldError{{Field: "body", Message: "is empty"}}, Invalid: 1}
 	}
-	if data[0] != '[' {
-		q, err := d.one(data, 0)
+	p.base = len(data) - len(bytes.TrimLeftFunc(data, unicode.IsSpace))
+	if p.data[0] != '[' {
+		q, err := d.one(&p)
 		if err != nil {
 			return nil, err
 		}
 		return []Request{q}, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if _, err := dec.Token(); err != nil { // '['
-		return nil, malformed(0, err)
-	}
+	p.pos++ // '['
 	var out []Request
 	be := &BatchError{}
-	for i := 0; dec.More(); i++ {
+	for i := 0; p.more(); i++ {
 		if i >= d.MaxEvents {
 			return nil, ErrTooManyEvents
 		}
-		q, errs, fatal := d.next(dec, i)
+		if i > 0 {
+			if p.data[p.pos] != ',' {
+				be.add(malformed(i, p.unexpected(p.pos, "expecting ',' or ']'")))
+				return nil, be
+			}
+			p.pos++
+		}
+		q, errs, fatal := d.next(&p, i)
 		be.add(errs...)
 		if fatal {
 			return nil, be
 		}
 		if be.Invalid == 0 {
+			if out == nil {
+				out = make([]Request, 0, p.guessEvents(d.MaxEvents))
+			}
 			out = append(out, q)
 		}
 	}
-	if _, err := dec.Token(); err != nil { // ']'
-		be.add(malformedField(len(out), err))
-	}
-	if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 {
+	switch {
+	case p.pos == len(p.data):
+		be.add(malformed(len(out), p.eof()))
+	case p.data[p.pos] == ']':
+		// p.data ends in a byte that is not white space: anything after
+		// the ']' is data.
+		if p.pos+1 < len(p.data) {
+			be.add(FieldError{Index: len(out), Field: "body", Message: "unexpected data after the JSON array"})
+		}
+	default: // '}'
+		be.add(malformed(len(out), p.unexpected(p.pos, "expecting ',' or ']'")))
 		be.add(FieldError{Index: len(out), Field: "body", Message: "unexpected data after the JSON array"})
 	}
 	if be.Invalid > 0 {
@@ -102,25 +116,24 @@ func (d Decoder) JSON(data []byte) ([]Request, error) {
 
 // NDJSON decodes newline-delimited JSON: one event object a line (any
 // whitespace between objects is accepted). Broken JSON stops decoding at the
-// event where it occurs.
+// event where it occurs. The requests do not refer to data.
 func (d Decoder) NDJSON(data []byte) ([]Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	p := parser{data: data}
 	var out []Request
 	be := &BatchError{}
-	for i := 0; ; i++ {
-		if !dec.More() {
-			break
-		}
+	for i := 0; p.more(); i++ {
 		if i >= d.MaxEvents {
 			return nil, ErrTooManyEvents
 		}
-		q, errs, fatal := d.next(dec, i)
+		q, errs, fatal := d.next(&p, i)
 		be.add(errs...)
 		if fatal {
 			break
 		}
 		if be.Invalid == 0 {
+			if out == nil {
+				out = make([]Request, 0, p.guessEvents(d.MaxEvents))
+			}
 			out = append(out, q)
 		}
 	}
@@ -133,45 +146,100 @@ func (d Decoder) NDJSON(data []byte) ([]Request, error) {
 	return out, nil
 }
 
-// next decodes and validates the event at index i. A field of the wrong
-// type or an unknown field is reported together with the errors of the
-// event's other fields. fatal means the JSON is broken and decoding
-// cannot go on.
-func (d Decoder) next(dec *json.Decoder, i int) (q Request, errs []FieldError, fatal bool) {
+// next decodes and validates the event at p.pos, which has index i. A field
+// of the wrong type or an unknown field is reported together with the
+// errors of the event's other fields. fatal means the JSON is broken and
+// decoding cannot go on.
+func (d Decoder) next(p *parser, i int) (q Request, errs []FieldError, fatal bool) {
+	var v wireValue
+	if err := p.wire(&v); err != nil {
+		return q, []FieldError{malformed(i, err)}, true
+	}
+	var fe FieldError
+	if v.failed {
+		fe.Index = i
+		fe.Field, fe.Message = p.problem(&v)
+		if fe.Field == "event" {
+			return q, []FieldError{fe}, false
+		}
+	}
 	var w Wire
-	if err := dec.Decode(&w); err != nil {
-		fe, fatal := decodeError(i, err)
-		if fatal || fe.Field == "event" {
-			return q, []FieldError{fe}, fatal
-		}
-		errs = append(errs, fe)
-		// Validate the rest; skip the complaint about the field just reported.
-		_, more := d.validateWire(&w, i)
-		for _, e := range more {
-			if e.Field != fe.Field {
-				errs = append(errs, e)
-			}
-		}
+	p.fill(&w, &v)
+	var rt *float64
+	if v.rtSet {
+		rt = &v.rt
+	}
+	var code *int
+	if v.scSet {
+		code = &v.sc
+	}
+	if !v.failed {
+		q, errs = d.validateWire(p, &w, rt, code, i)
 		return q, errs, false
 	}
-	q, errs = d.validateWire(&w, i)
+	errs = append(errs, fe)
+	// Validate the rest; skip the complaint about the field just reported.
+	_, more := d.validateWire(p, &w, rt, code, i)
+	for _, e := range more {
+		if e.Field != fe.Field {
+			errs = append(errs, e)
+		}
+	}
 	return q, errs, false
 }
 
-func (d Decoder) validateWire(w *Wire, i int) (Request, []FieldError) {
-	if w.RequestID == "" && d.RequestID != nil {
-		w.RequestID = d.RequestID(i)
+// validateWire validates w, whose numeric fields are rt and code, as the
+// event with index i, giving it a request ID if it has none.
+func (d Decoder) validateWire(p *parser, w *Wire, rt *float64, code *int, i int) (Request, []FieldError) {
+	if w.RequestID == "" {
+		if d.RequestID != nil {
+			w.RequestID = d.RequestID(i)
+		} else {
+			w.RequestID = p.ids.next()
+		}
 	}
-	return w.Validate(i, d.Rules, d.DefaultService)
+	return w.validate(rt, code, i, d.Rules, d.DefaultService)
 }
 
-// one decodes a single JSON object with index i.
-func (d Decoder) one(data []byte, i int) (Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	q, errs, fatal := d.next(dec, i)
-	if !fatal && dec.More() {
-		errs = append(errs, FieldError{Index: i, Field: "body", Message: "unexpected data after the JSON object"})
+// randomIDs makes random (version 4) UUIDs like uuid.NewString, but 16 at
+// a time: one read of crypto/rand and one string for all of them.
+type randomIDs struct {
+	ids string // canonical UUIDs, 36 bytes each, not handed out yet
+}
+
+func (r *randomIDs) next() string {
+	if r.ids == "" {
+		const n = 16
+		var raw [n * 16]byte
+		rand.Read(raw[:]) // never fails
+		var buf [n * 36]byte
+		text := buf[:0]
+		for k := range n {
+			u := raw[16*k : 16*k+16]
+			u[6] = u[6]&0x0f | 0x40 // version 4
+			u[8] = u[8]&0x3f | 0x80 // variant 10 (RFC 4122)
+			text = hex.AppendEncode(text, u[:4])
+			text = append(text, '-')
+			text = hex.AppendEncode(text, u[4:6])
+			text = append(text, '-')
+			text = hex.AppendEncode(text, u[6:8])
+			text = append(text, '-')
+			text = hex.AppendEncode(text, u[8:10])
+			text = append(text, '-')
+			text = hex.AppendEncode(text, u[10:])
+		}
+		r.ids = string(text)
+	}
+	id := r.ids[:36]
+	r.ids = r.ids[36:]
+	return id
+}
+
+// one decodes the single JSON object at p.pos, which has index 0.
+func (d Decoder) one(p *parser) (Request, error) {
+	q, errs, fatal := d.next(p, 0)
+	if !fatal && p.more() {
+		errs = append(errs, FieldError{Index: 0, Field: "body", Message: "unexpected data after the JSON object"})
 	}
 	if len(errs) > 0 {
 		be := &BatchError{}
@@ -181,49 +249,7 @@ func (d Decoder) one(data []byte, i int) (Request, error) {
 	return q, nil
 }
 
-// decodeError maps an encoding/json error to a field error. fatal is true
-// when the decoder cannot go on (broken syntax).
-func decodeError(i int, err error) (fe FieldError, fatal bool) {
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &typeErr):
-		field := typeErr.Field
-		if field == "" {
-			return FieldError{Index: i, Field: "event", Message: "must be a JSON object"}, false
-		}
-		return FieldError{Index: i, Field: field, Message: "must be " + jsonKind(typeErr)}, false
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return FieldError{Index: i, Field: name, Message: "is not a known field"}, false
-	default:
-		return malformedField(i, err), true
-	}
-}
-
-func malformed(i int, err error) *BatchError {
-	return &BatchError{Errors: []FieldError{malformedField(i, err)}, Invalid: 1}
-}
-
-func malformedField(i int, err error) FieldError {
-	msg := "is not valid JSON"
-	var syn *json.SyntaxError
-	if errors.As(err, &syn) {
-		msg = fmt.Sprintf("is not valid JSON (%s)", syn.Error())
-	} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		msg = "is not valid JSON (unexpected end of input)"
-	}
-	return FieldError{Index: i, Field: "body", Message: msg}
-}
-
-func jsonKind(e *json.UnmarshalTypeError) string {
-	switch e.Type.Kind().String() {
-	case "string":
-		return "a string"
-	case "float64":
-		return "a number"
-	case "int":
-		return "an integer"
-	default:
-		return "of type " + e.Type.String()
-	}
+// malformed is the field error of broken JSON at the event with index i.
+func malformed(i int, err error) FieldError {
+	return FieldError{Index: i, Field: "body", Message: "is not valid JSON (" + err.Error() + ")"}
 }

@@ -57,9 +57,13 @@ type Rules struct {
 	Retention time.Duration // events older than this are rejected
 }
 
-var methods = map[string]bool{
-	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true,
-	"DELETE": true, "OPTIONS": true, "CONNECT": true, "TRACE": true,
+// isMethod reports whether m is an HTTP method in upper case.
+func isMethod(m string) bool {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE":
+		return true
+	}
+	return false
 }
 
 // Wire is a request metric as senders write it in JSON. Pointers mark the
@@ -81,6 +85,14 @@ type Wire struct {
 // generated; a missing timestamp is r.Now; a missing service is
 // defaultService.
 func (w *Wire) Validate(index int, r Rules, defaultService string) (Request, []FieldError) {
+	return w.validate(w.ResponseTimeMS, w.StatusCode, index, r, defaultService)
+}
+
+// validate is Validate with w's numeric fields passed apart, as rt and code;
+// w.ResponseTimeMS and w.StatusCode are not read. The strings of w escape
+// (time.Parse keeps its input in its error) and would take anything else w
+// points to with them: this way a decoder can keep rt and code on its stack.
+func (w *Wire) validate(rt *float64, code *int, index int, r Rules, defaultService string) (Request, []FieldError) {
 	var errs []FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, FieldError{Index: index, Field: field, Message: fmt.Sprintf(format, args...)})
@@ -98,7 +110,7 @@ func (w *Wire) Validate(index int, r Rules, defaultService string) (Request, []F
 		q.Endpoint = NormalizeEndpoint(w.Endpoint)
 	}
 
-	switch v := w.ResponseTimeMS; {
+	switch v := rt; {
 	case v == nil:
 		bad("response_time_ms", "is required")
 	case math.IsNaN(*v) || math.IsInf(*v, 0) || *v < 0 || *v > MaxResponseTimeMS:
@@ -107,7 +119,7 @@ func (w *Wire) Validate(index int, r Rules, defaultService string) (Request, []F
 		q.ResponseTimeMS = *v
 	}
 
-	switch v := w.StatusCode; {
+	switch v := code; {
 	case v == nil:
 		bad("status_code", "is required")
 	case *v < 100 || *v > 599:
@@ -161,7 +173,7 @@ func (w *Wire) Validate(index int, r Rules, defaultService string) (Request, []F
 
 	if w.Method != "" {
 		m := strings.ToUpper(w.Method)
-		if !methods[m] {
+		if !isMethod(m) {
 			bad("method", "must be an HTTP method such as GET or POST")
 		} else {
 			q.Method = m
@@ -201,7 +213,21 @@ func validService(s string) bool {
 // wire (already lower case).
 func ValidService(s string) bool { return validService(s) }
 
+// printable reports whether s is valid UTF-8 without control characters.
 func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return printableUTF8(s[i:])
+		}
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func printableUTF8(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
@@ -227,37 +253,37 @@ func printableASCII(s string) bool {
 // are dropped, and path segments that are decimal numbers or UUIDs become
 // ":id". "/api/clients/42/forms/9b2f…" becomes "/api/clients/:id/forms/:id".
 func NormalizeEndpoint(p string) string {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
+	for i := 0; i < len(p); i++ {
+		if p[i] == '?' || p[i] == '#' {
+			p = p[:i]
+			break
+		}
 	}
 	if p == "" {
 		return "/"
 	}
-	if !needsTemplate(p) {
+	// The template is built in a buffer on the stack: a path that is
+	// already a template, the common case, allocates nothing, and a short
+	// one that is not allocates once.
+	var buf [128]byte
+	t, ids := buf[:0], false
+	for rest := p; ; {
+		seg, tail, more := strings.Cut(rest, "/")
+		if isIDSegment(seg) {
+			t, ids = append(t, ":id"...), true
+		} else {
+			t = append(t, seg...)
+		}
+		if !more {
+			break
+		}
+		t = append(t, '/')
+		rest = tail
+	}
+	if !ids {
 		return p
 	}
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if isIDSegment(s) {
-			segs[i] = ":id"
-		}
-	}
-	return strings.Join(segs, "/")
-}
-
-// needsTemplate reports whether any segment of p is an ID, so that the common
-// case, a path that is already a template, allocates nothing.
-func needsTemplate(p string) bool {
-	start := 0
-	for i := 0; i <= len(p); i++ {
-		if i == len(p) || p[i] == '/' {
-			if isIDSegment(p[start:i]) {
-				return true
-			}
-			start = i + 1
-		}
-	}
-	return false
+	return string(t)
 }
 
 func isIDSegment(s string) bool {

@@ -1,0 +1,375 @@
+package event
+
+// This file keeps the encoding/json implementation of Decoder.JSON and
+// Decoder.NDJSON, and the validation it ran, as they were before the
+// hand-written parser replaced them. FuzzDecodeMatchesReference holds the
+// new code to them. Only one thing differs from the original: refJSON reads
+// the whole input after the closing ']' (the original looked only at what
+// json.Decoder happened to have buffered, so garbage more than a few hundred
+// bytes after the array went unnoticed).
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+func refJSON(d Decoder, data []byte) ([]Request, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return nil, &BatchError{Errors: []FieldError{{Field: "body", Message: "is empty"}}, Invalid: 1}
+	}
+	if data[0] != '[' {
+		q, err := refOne(d, data, 0)
+		if err != nil {
+			return nil, err
+		}
+		return []Request{q}, nil
+	}
+	r := bytes.NewReader(data)
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if _, err := dec.Token(); err != nil { // '['
+		return nil, refMalformed(0, err)
+	}
+	var out []Request
+	be := &BatchError{}
+	for i := 0; dec.More(); i++ {
+		if i >= d.MaxEvents {
+			return nil, ErrTooManyEvents
+		}
+		q, errs, fatal := refNext(d, dec, i)
+		be.add(errs...)
+		if fatal {
+			return nil, be
+		}
+		if be.Invalid == 0 {
+			out = append(out, q)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // ']'
+		be.add(refMalformedField(len(out), err))
+	}
+	if rest, _ := io.ReadAll(io.MultiReader(dec.Buffered(), r)); len(bytes.TrimSpace(rest)) > 0 {
+		be.add(FieldError{Index: len(out), Field: "body", Message: "unexpected data after the JSON array"})
+	}
+	if be.Invalid > 0 {
+		return nil, be
+	}
+	if len(out) == 0 {
+		return nil, &BatchError{Errors: []FieldError{{Field: "body", Message: "holds no events"}}, Invalid: 1}
+	}
+	return out, nil
+}
+
+func refNDJSON(d Decoder, data []byte) ([]Request, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var out []Request
+	be := &BatchError{}
+	for i := 0; ; i++ {
+		if !dec.More() {
+			break
+		}
+		if i >= d.MaxEvents {
+			return nil, ErrTooManyEvents
+		}
+		q, errs, fatal := refNext(d, dec, i)
+		be.add(errs...)
+		if fatal {
+			break
+		}
+		if be.Invalid == 0 {
+			out = append(out, q)
+		}
+	}
+	if be.Invalid > 0 {
+		return nil, be
+	}
+	if len(out) == 0 {
+		return nil, &BatchError{Errors: []FieldError{{Field: "body", Message: "holds no events"}}, Invalid: 1}
+	}
+	return out, nil
+}
+
+func refNext(d Decoder, dec *json.Decoder, i int) (q Request, errs []FieldError, fatal bool) {
+	var w Wire
+	if err := dec.Decode(&w); err != nil {
+		fe, fatal := refDecodeError(i, err)
+		if fatal || fe.Field == "event" {
+			return q, []FieldError{fe}, fatal
+		}
+		errs = append(errs, fe)
+		_, more := refValidateWire(d, &w, i)
+		for _, e := range more {
+			if e.Field != fe.Field {
+				errs = append(errs, e)
+			}
+		}
+		return q, errs, false
+	}
+	q, errs = refValidateWire(d, &w, i)
+	return q, errs, false
+}
+
+func refValidateWire(d Decoder, w *Wire, i int) (Request, []FieldError) {
+	if w.RequestID == "" && d.RequestID != nil {
+		w.RequestID = d.RequestID(i)
+	}
+	return refValidate(w, i, d.Rules, d.DefaultService)
+}
+
+func refOne(d Decoder, data []byte, i int) (Request, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	q, errs, fatal := refNext(d, dec, i)
+	if !fatal && dec.More() {
+		errs = append(errs, FieldError{Index: i, Field: "body", Message: "unexpected data after the JSON object"})
+	}
+	if len(errs) > 0 {
+		be := &BatchError{}
+		be.add(errs...)
+		return Request{}, be
+	}
+	return q, nil
+}
+
+func refDecodeError(i int, err error) (fe FieldError, fatal bool) {
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return FieldError{Index: i, Field: "event", Message: "must be a JSON object"}, false
+		}
+		return FieldError{Index: i, Field: field, Message: "must be " + refJSONKind(typeErr)}, false
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return FieldError{Index: i, Field: name, Message: "is not a known field"}, false
+	default:
+		return refMalformedField(i, err), true
+	}
+}
+
+func refMalformed(i int, err error) *BatchError {
+	return &BatchError{Errors: []FieldError{refMalformedField(i, err)}, Invalid: 1}
+}
+
+func refMalformedField(i int, err error) FieldError {
+	msg := "is not valid JSON"
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		msg = fmt.Sprintf("is not valid JSON (%s)", syn.Error())
+	} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		msg = "is not valid JSON (unexpected end of input)"
+	}
+	return FieldError{Index: i, Field: "body", Message: msg}
+}
+
+func refJSONKind(e *json.UnmarshalTypeError) string {
+	switch e.Type.Kind().String() {
+	case "string":
+		return "a string"
+	case "float64":
+		return "a number"
+	case "int":
+		return "an integer"
+	default:
+		return "of type " + e.Type.String()
+	}
+}
+
+var refMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true,
+	"DELETE": true, "OPTIONS": true, "CONNECT": true, "TRACE": true,
+}
+
+// refValidate is Wire.Validate as it was.
+func refValidate(w *Wire, index int, r Rules, defaultService string) (Request, []FieldError) {
+	var errs []FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Index: index, Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	var q Request
+
+	switch {
+	case w.Endpoint == "":
+		bad("endpoint", "is required")
+	case len(w.Endpoint) > MaxEndpointLen:
+		bad("endpoint", "must be at most %d bytes", MaxEndpointLen)
+	case !refPrintable(w.Endpoint):
+		bad("endpoint", "must be printable UTF-8 without control characters")
+	default:
+		q.Endpoint = refNormalizeEndpoint(w.Endpoint)
+	}
+
+	switch v := w.ResponseTimeMS; {
+	case v == nil:
+		bad("response_time_ms", "is required")
+	case math.IsNaN(*v) || math.IsInf(*v, 0) || *v < 0 || *v > MaxResponseTimeMS:
+		bad("response_time_ms", "must be a number between 0 and %d", MaxResponseTimeMS)
+	default:
+		q.ResponseTimeMS = *v
+	}
+
+	switch v := w.StatusCode; {
+	case v == nil:
+		bad("status_code", "is required")
+	case *v < 100 || *v > 599:
+		bad("status_code", "must be an integer between 100 and 599")
+	default:
+		q.StatusCode = uint16(*v)
+	}
+
+	if w.UserID != "" {
+		id, err := uuid.Parse(w.UserID)
+		if err != nil || len(w.UserID) != 36 || id == uuid.Nil {
+			bad("user_id", "must be a UUID (8-4-4-4-12 hex digits)")
+		} else {
+			q.UserID = id
+		}
+	}
+
+	switch {
+	case len(w.ErrorMessage) > MaxErrorMessageLen:
+		bad("error_message", "must be at most %d bytes", MaxErrorMessageLen)
+	case !utf8.ValidString(w.ErrorMessage):
+		bad("error_message", "must be valid UTF-8")
+	default:
+		q.ErrorMessage = w.ErrorMessage
+	}
+
+	q.Timestamp = r.Now.UTC()
+	if w.Timestamp != "" {
+		ts, err := time.Parse(time.RFC3339Nano, w.Timestamp)
+		switch {
+		case err != nil:
+			bad("timestamp", "must be an RFC 3339 date-time with a time zone, e.g. 2026-06-20T14:03:00Z")
+		case ts.After(r.Now.Add(MaxFutureSkew)):
+			bad("timestamp", "is more than %s in the future", MaxFutureSkew)
+		case r.Retention > 0 && ts.Before(r.Now.Add(-r.Retention)):
+			bad("timestamp", "is older than the retention of %s", r.Retention)
+		default:
+			q.Timestamp = ts.UTC()
+		}
+	}
+
+	service := w.Service
+	if service == "" {
+		service = defaultService
+	}
+	if service = strings.ToLower(service); !refValidService(service) {
+		bad("service", "must be 1-%d characters of a-z, 0-9, '_' or '-', starting with a letter or digit", MaxServiceLen)
+	} else {
+		q.Service = service
+	}
+
+	if w.Method != "" {
+		m := strings.ToUpper(w.Method)
+		if !refMethods[m] {
+			bad("method", "must be an HTTP method such as GET or POST")
+		} else {
+			q.Method = m
+		}
+	}
+
+	switch id := w.RequestID; {
+	case id == "":
+		q.RequestID = uuid.NewString()
+	case len(id) > MaxRequestIDLen || !refPrintableASCII(id):
+		bad("request_id", "must be 1-%d printable ASCII characters", MaxRequestIDLen)
+	default:
+		q.RequestID = id
+	}
+	return q, errs
+}
+
+func refValidService(s string) bool {
+	if s == "" || len(s) > MaxServiceLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func refPrintable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func refPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// refNormalizeEndpoint is NormalizeEndpoint as it was.
+func refNormalizeEndpoint(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	if p == "" {
+		return "/"
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if refIsIDSegment(s) {
+			segs[i] = ":id"
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+func refIsIDSegment(s string) bool {
+	if s == "" {
+		return false
+	}
+	if len(s) == 36 {
+		for i := 0; i < 36; i++ {
+			c := s[i]
+			switch i {
+			case 8, 13, 18, 23:
+				if c != '-' {
+					return false
+				}
+			default:
+				if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
