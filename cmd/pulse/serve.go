@@ -26,11 +26,13 @@ import (
 	"github.com/wedsync/pulse/aggregator"
 	"github.com/wedsync/pulse/ingest"
 	"github.com/wedsync/pulse/internal/auth"
+	"github.com/wedsync/pulse/internal/cache"
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/metrics"
 	"github.com/wedsync/pulse/internal/ratelimit"
 	"github.com/wedsync/pulse/internal/stream"
+	"github.com/wedsync/pulse/query"
 	"github.com/wedsync/pulse/schema"
 )
 
@@ -351,6 +353,8 @@ func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (f
 	}
 	r.Handle(http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(s.metrics.Handler()))
 	if s.roles["query"] {
+		api := query.New(query.Config{}, s.store, s.responseCache(), s.log)
+		api.Register(r)
 		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}
 		r.Handle(http.MethodGet, "/api/admin/system/stats", auth.ScopeAdmin, stats.serve)
 	}
@@ -381,6 +385,27 @@ func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (f
 		}
 		return nil
 	}, nil
+}
+
+// responseCache is Redis when a Redis URL is set (a Redis failure is a
+// miss), else an in-process cache; its hits and misses are metrics.
+func (s *process) responseCache() cache.Cache {
+	var c interface {
+		cache.Cache
+		Counters() *cache.Counters
+	} = cache.NewMemory(cache.MemoryConfig{})
+	if s.redis != nil {
+		if rc, err := cache.NewRedis(s.redis, "", s.log); err == nil {
+			c = rc
+		} else {
+			s.log.Warn().Msg("Redis cache unusable; caching in process")
+		}
+	}
+	n := c.Counters()
+	s.metrics.CounterFunc("pulse_cache_hits_total", "Response cache lookups that found an answer.", func() float64 { return float64(n.Hits.Load()) })
+	s.metrics.CounterFunc("pulse_cache_misses_total", "Response cache lookups that did not.", func() float64 { return float64(n.Misses.Load()) })
+	s.metrics.CounterFunc("pulse_cache_errors_total", "Failed calls to the cache's store (Redis).", func() float64 { return float64(n.Errors.Load()) })
+	return c
 }
 
 // rateLimits limits each principal's calls per route class, in Redis when
