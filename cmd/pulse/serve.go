@@ -30,6 +30,7 @@ import (
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/metrics"
+	"github.com/wedsync/pulse/internal/probe"
 	"github.com/wedsync/pulse/internal/ratelimit"
 	"github.com/wedsync/pulse/internal/stream"
 	"github.com/wedsync/pulse/query"
@@ -55,10 +56,12 @@ type serveFlags struct {
 	migrate         bool
 	shutdownTimeout time.Duration
 
-	stream stream.Config
-	ingest ingest.Config
-	agg    aggregator.Config
-	log    logFlags
+	stream   stream.Config
+	ingest   ingest.Config
+	probe    probe.Config
+	external string
+	agg      aggregator.Config
+	log      logFlags
 }
 
 func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
@@ -91,6 +94,12 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.redisURL, "redis-url", "", "Redis for rate limits and the response cache, redis://host:6379/0; empty keeps both in process")
 	fs.StringVar(&f.adminLimit, "admin-rate-limit", "60/min", "requests per principal to admin routes")
 	fs.StringVar(&f.ingestLimit, "ingest-rate-limit", "6000/min", "requests per principal to ingest routes")
+	fs.StringVar(&f.probe.DatabaseURL, "database-url", "", "the app's Postgres, probed for health and connections (prefer the env twin)")
+	fs.StringVar(&f.probe.AuthHealthURL, "auth-health-url", "", "auth health endpoint, e.g. https://<project>.supabase.co/auth/v1/health")
+	fs.StringVar(&f.probe.AuthAPIKey, "auth-api-key", "", "apikey header for the auth health check (prefer the env twin)")
+	fs.StringVar(&f.probe.RealtimeURL, "realtime-url", "", "realtime WebSocket URL, e.g. wss://<project>.supabase.co/realtime/v1/websocket?apikey=...&vsn=1.0.0")
+	fs.StringVar(&f.external, "external", "", "external dependencies to probe, comma-separated name=url (payments, email, SMS)")
+	fs.DurationVar(&f.probe.Interval, "probe-interval", 15*time.Second, "interval of the health probes")
 	fs.BoolVar(&f.migrate, "migrate", true, "apply the ClickHouse schema at start")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown may take to drain")
 	fs.Int64Var(&f.stream.MaxBytes, "stream-max-bytes", 8<<30, "ingest stream backlog limit in bytes; beyond it ingest answers 503")
@@ -155,6 +164,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: JWT: %v", errUsage, err)
 		}
 		authn = auth.Chain(jwt, tokens.StaticTokens)
+	}
+	if f.external != "" {
+		if f.probe.External, err = probe.ParseDependencies(strings.Split(f.external, ",")); err != nil {
+			return fmt.Errorf("%w: --external: %v", errUsage, err)
+		}
+	}
+	f.probe.Defaults()
+	if err := f.probe.Validate(); err != nil {
+		return fmt.Errorf("%w: probes: %v", errUsage, err)
 	}
 	for _, l := range []*string{&f.adminLimit, &f.ingestLimit} {
 		if _, err := ratelimit.ParseLimit(*l); err != nil {
@@ -268,6 +286,21 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return agg.Run(ctx) })
 		job := &schema.RetentionJob{Store: s.store, Retention: s.retention, Interval: time.Hour, Log: s.log}
 		g.Go(func() error { return job.Run(ctx) })
+	}
+	// Every process samples its own host; the query role probes the
+	// platform's components (one role, so that they are probed once).
+	host := probe.NewHostSampler(probe.HostConfig{Paths: []string{s.flags.dataDir}}, probe.JetStreamPublisher{JS: s.js}, s.log)
+	g.Go(func() error { return host.Run(ctx) })
+	if s.roles["query"] {
+		pc := s.flags.probe
+		pc.Metrics = probe.StoreMetrics{Store: s.store}
+		pc.JetStream, pc.ClickHouse = s.js, s.store
+		pc.IngestStream, pc.IngestConsumer = s.flags.stream.IngestStream, s.flags.agg.Consumer
+		if s.redis != nil {
+			pc.Redis = s.redis
+		}
+		runner := probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log)
+		g.Go(func() error { return runner.Run(ctx) })
 	}
 	if s.roles["ingest"] || s.roles["query"] {
 		srv, err := s.httpServer(ctx, agg)

@@ -92,10 +92,55 @@ func TestServeEmbedded(t *testing.T) {
 	}
 	metricsText, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"pulse_ingest_events_total 3", "pulse_aggregator_rows_total 3", "pulse_aggregator_batch_rows_count 1",
+	// Rows and batches also count the probes' health results and host samples.
+	for _, want := range []string{"pulse_ingest_events_total 3", "pulse_aggregator_rows_total ", "pulse_aggregator_batch_rows_count ",
 		"pulse_stream_pending_messages 0", "pulse_ingest_publish_seconds_count 1"} {
 		if !strings.Contains(string(metricsText), want) {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// The probes and the host sampler run: health answers (with components
+	// not configured here reported as such), and this host's samples show.
+	var health struct {
+		Overall    string `json:"overall_status"`
+		Components []struct {
+			Name       string `json:"name"`
+			Status     string `json:"status"`
+			Configured bool   `json:"configured"`
+		} `json:"components"`
+	}
+	var resources struct {
+		Items []struct {
+			Resource string `json:"resource"`
+		} `json:"items"`
+	}
+	getJSON := func(path string, v any) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+admin[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		return resp.StatusCode
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for ; len(resources.Items) == 0 && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		getJSON("/api/admin/system/resources", &resources)
+	}
+	if len(resources.Items) == 0 {
+		t.Error("no resource samples of this host within 10 s")
+	}
+	if code := getJSON("/api/admin/system/health?detailed=true", &health); code != http.StatusOK || health.Overall == "" {
+		t.Errorf("health: %d %+v; want 200 with an overall status", code, health)
+	}
+	for _, c := range health.Components {
+		if c.Name == "database" && (c.Configured || c.Status != "unknown") {
+			t.Errorf("database without --database-url: %+v; want unknown, not configured", c)
 		}
 	}
 
