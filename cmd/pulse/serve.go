@@ -347,6 +347,41 @@ func (s *process) connectNATS(ctx context.Context) error {
 // httpServer builds the HTTP routes of the roles this process runs and
 // returns the function that serves them until ctx ends.
 func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (func(context.Context) error, error) {
+	e, err := s.router(agg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := listen(s.flags.httpAddr, s.log)
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	s.log.Info().Str("addr", "http://"+addr).Msg("HTTP listening")
+	if s.tokens.generated != nil {
+		printWelcome(s.stdout, addr, s.tokens.generated)
+	}
+	return func(ctx context.Context) error {
+		srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("HTTP server: %w", err)
+		case <-ctx.Done():
+		}
+		s.draining.Store(true)
+		sctx, cancel := context.WithTimeout(context.Background(), s.flags.shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("HTTP shutdown: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// router builds the HTTP routes of the roles this process runs. Every
+// route goes through httpapi.Router, so every route has its guard.
+func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	e := httpapi.New(s.log)
 	r := httpapi.NewRouter(e, s.authn)
 	if err := s.rateLimits(r); err != nil {
@@ -391,33 +426,10 @@ func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (f
 		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}
 		r.Handle(http.MethodGet, "/api/admin/system/stats", auth.ScopeAdmin, stats.serve)
 	}
-
-	ln, err := listen(s.flags.httpAddr, s.log)
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	s.log.Info().Str("addr", "http://"+addr).Msg("HTTP listening")
-	if s.tokens.generated != nil {
-		printWelcome(s.stdout, addr, s.tokens.generated)
-	}
-	return func(ctx context.Context) error {
-		srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
-		select {
-		case err := <-errc:
-			return fmt.Errorf("HTTP server: %w", err)
-		case <-ctx.Done():
-		}
-		s.draining.Store(true)
-		sctx, cancel := context.WithTimeout(context.Background(), s.flags.shutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("HTTP shutdown: %w", err)
-		}
-		return nil
-	}, nil
+	r.Handle(http.MethodGet, "/api/admin/openapi.json", auth.ScopeAdmin, func(c echo.Context) error {
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, httpapi.OpenAPI())
+	})
+	return e, nil
 }
 
 // responseCache is Redis when a Redis URL is set (a Redis failure is a
