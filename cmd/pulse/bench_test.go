@@ -39,7 +39,7 @@ func benchPulse(b *testing.B) (string, *chstore.Store) {
 		"PULSE_HTTP_ADDR=" + freeAddr(b),
 		"PULSE_NATS_LISTEN=" + freeAddr(b),
 		"PULSE_LOG_FORMAT=json",
-		"PULSE_INGEST_RATE_LIMIT=100000000/min", // the load comes from one principal
+		"PULSE_INGEST_RATE_LIMIT=1000000/s", // the load comes from one principal
 	}, "serve", "--data-dir", b.TempDir())
 	return "http://" + p.httpAddr(), store
 }
