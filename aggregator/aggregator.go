@@ -97,12 +97,13 @@ func (nopObserver) ObserveInsertFailure()            {}
 
 // Aggregator is the consumer. Run it once.
 type Aggregator struct {
-	cfg   Config
-	js    jetstream.JetStream
-	sink  *Sink
-	log   zerolog.Logger
-	stats Stats
-	obs   Observer
+	cfg    Config
+	js     jetstream.JetStream
+	sink   *Sink
+	log    zerolog.Logger
+	stats  Stats
+	obs    Observer
+	events EventObserver
 }
 
 // New returns an Aggregator reading cfg.Stream through js and writing to
@@ -121,6 +122,17 @@ func New(cfg Config, js jetstream.JetStream, store *chstore.Store, log zerolog.L
 
 // SetObserver makes o learn of inserts. Call it before Run.
 func (a *Aggregator) SetObserver(o Observer) { a.obs = o }
+
+// EventObserver sees every request metric as it is decoded, before it is
+// committed, so that instant alert rules react within a second. Observe
+// must not block and must not keep reqs, which the aggregator reuses. A
+// redelivered message is not observed again.
+type EventObserver interface {
+	Observe(reqs []event.Request)
+}
+
+// SetEventObserver makes o see decoded requests. Call it before Run.
+func (a *Aggregator) SetEventObserver(o EventObserver) { a.events = o }
 
 // Stats returns the aggregator's counters.
 func (a *Aggregator) Stats() *Stats { return &a.stats }
@@ -260,6 +272,9 @@ func (a *Aggregator) accept(b *batch, msg jetstream.Msg, scratch []event.Request
 		}
 		b.addMsg(msg, seq, meta.NumDelivered > 1)
 		b.requests.add(seq, reqs)
+		if a.events != nil && meta.NumDelivered == 1 {
+			a.events.Observe(reqs)
+		}
 		return reqs
 	}
 	return scratch

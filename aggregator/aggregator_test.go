@@ -31,13 +31,16 @@ type pipeline struct {
 	done   chan error
 }
 
-func startPipeline(t *testing.T, store *chstore.Store, cfg Config) *pipeline {
+func startPipeline(t *testing.T, store *chstore.Store, cfg Config, setup ...func(*Aggregator)) *pipeline {
 	t.Helper()
 	ns := testenv.NATS(t)
 	nc, js := testenv.Connect(t, ns.ClientURL())
 	testenv.Streams(t, js, stream.Config{})
 	p := &pipeline{js: js, nc: nc, store: store, done: make(chan error, 1)}
 	p.agg = New(cfg, js, store, zerolog.Nop())
+	for _, f := range setup {
+		f(p.agg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() { p.done <- p.agg.Run(ctx) }()
@@ -102,13 +105,29 @@ func storedIDs(t *testing.T, s *chstore.Store) []string {
 	return ids
 }
 
+// seen is an EventObserver that counts what it saw.
+type seen struct {
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+func (s *seen) Observe(reqs []event.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range reqs {
+		s.ids[q.RequestID]++
+	}
+}
+
 // TestEventsSentEqualRowsStored sends edge batches, direct JSON from the
 // fleet and poison messages, and compares the multiset of request IDs
 // stored with the one sent, on both ClickHouse backends.
 func TestEventsSentEqualRowsStored(t *testing.T) {
 	for name, store := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
-			p := startPipeline(t, store, Config{MaxRows: 700, MaxDelay: 50 * time.Millisecond})
+			obs := &seen{ids: map[string]int{}}
+			p := startPipeline(t, store, Config{MaxRows: 700, MaxDelay: 50 * time.Millisecond},
+				func(a *Aggregator) { a.SetEventObserver(obs) })
 			var want []string
 			for b := range 5 {
 				reqs := requests(fmt.Sprintf("edge%d", b), 500)
@@ -152,6 +171,14 @@ func TestEventsSentEqualRowsStored(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("stored %d request ids; want %d (first stored %v)", len(got), len(want), got[:min(5, len(got))])
 			}
+			obs.mu.Lock()
+			for _, id := range want {
+				if obs.ids[id] != 1 {
+					t.Errorf("event %s observed %d times; want once", id, obs.ids[id])
+					break
+				}
+			}
+			obs.mu.Unlock()
 			if n := p.agg.Stats().DeadLetters.Load(); n != 6 {
 				t.Errorf("dead letters = %d; want 6", n)
 			}
