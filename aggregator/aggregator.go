@@ -24,14 +24,14 @@ import (
 
 // Config tunes batching and the durable consumer.
 type Config struct {
-	Stream        string        // ingest stream name
-	Consumer      string        // durable consumer shared by all replicas
-	MaxRows       int           // flush when a batch holds this many rows
-	MaxDelay      time.Duration // or when its oldest message waited this long
-	AckWait       time.Duration // redelivery after this without ack or heartbeat
-	Retention     time.Duration // events older than this are dead-lettered
-	DrainTimeout  time.Duration // how long shutdown may spend flushing
-	FetchMessages int           // messages per fetch request
+	Stream       string        // ingest stream name
+	Consumer     string        // durable consumer shared by all replicas
+	MaxRows      int           // flush when a batch holds this many rows
+	MaxDelay     time.Duration // or when its oldest message waited this long
+	AckWait      time.Duration // redelivery after this without ack or heartbeat
+	Retention    time.Duration // events older than this are dead-lettered
+	DrainTimeout time.Duration // how long shutdown may spend flushing
+	FetchBytes   int           // bytes one fetch may bring per row still wanted (bounds a batch's overshoot)
 }
 
 // Defaults fills zero fields.
@@ -57,8 +57,8 @@ func (c *Config) Defaults() {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
-	if c.FetchMessages == 0 {
-		c.FetchMessages = 1000
+	if c.FetchBytes == 0 {
+		c.FetchBytes = 128
 	}
 }
 
@@ -182,8 +182,12 @@ func (a *Aggregator) fetch(ctx context.Context, cons jetstream.Consumer, out cha
 		if b.rows() > 0 {
 			wait = max(a.cfg.MaxDelay-time.Since(b.first), 10*time.Millisecond)
 		}
-		n := min(a.cfg.FetchMessages, max(1, a.cfg.MaxRows-b.rows()))
-		msgs, err := cons.Fetch(n, jetstream.FetchMaxWait(wait))
+		// Fetch by bytes, not messages: a message can hold one event or
+		// thousands, and every fetched message joins this batch. The
+		// budget always fits the largest message the server accepts, or
+		// such a message could never be fetched.
+		budget := max(int(a.js.Conn().MaxPayload())+64<<10, (a.cfg.MaxRows-b.rows())*a.cfg.FetchBytes)
+		msgs, err := cons.FetchBytes(budget, jetstream.FetchMaxWait(wait))
 		if err != nil {
 			a.log.Warn().Err(err).Msg("fetch failed; retrying")
 			sleep(ctx, time.Second)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,3 +323,60 @@ func TestResourcesAndHealthStored(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeMessagesBoundedBatches publishes a backlog of large messages
+// (edge batches of 5,000 events) before the aggregator starts: every batch
+// it inserts stays near its row limit instead of swallowing the backlog,
+// and messages as large as the server allows still get through.
+func TestLargeMessagesBoundedBatches(t *testing.T) {
+	store := testenv.ClickHouse(t)
+	ns := testenv.NATS(t)
+	_, js := testenv.Connect(t, ns.ClientURL())
+	testenv.Streams(t, js, stream.Config{})
+	for m := range 40 {
+		publishBatch(t, js, requests(fmt.Sprintf("big%d", m), 5000))
+	}
+	// One message close to the server's 8 MiB maximum payload.
+	huge := requests("huge", 100_000)
+	publishBatch(t, js, huge)
+
+	var largest atomic.Int64
+	p := &pipeline{js: js, store: store, done: make(chan error, 1)}
+	p.agg = New(Config{MaxRows: 10_000, MaxDelay: 50 * time.Millisecond}, js, store, zerolog.Nop())
+	p.agg.SetObserver(batchSizes{&largest})
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() { p.done <- p.agg.Run(ctx) }()
+	t.Cleanup(p.stop)
+
+	const total = 40*5000 + 100_000
+	testenv.Eventually(t, 60*time.Second, "backlog stored", func() bool {
+		return testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")) >= total
+	})
+	p.stop()
+	if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")); got != total {
+		t.Errorf("rows = %d; want %d", got, total)
+	}
+	// A batch may overshoot its limit by what one fetch brings: at most
+	// the server's maximum payload (8 MiB, about 120,000 of these events).
+	// Fetching by message count took the whole 300,000-event backlog.
+	if l := largest.Load(); l > 160_000 || l < 5000 {
+		t.Errorf("largest insert %d rows; want at most 10,000 plus one fetch of 8 MiB", l)
+	}
+	if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")+" WHERE substring(request_id, 1, 5) = 'huge-'"); got != 100_000 {
+		t.Errorf("rows of the largest message = %d; want 100000", got)
+	}
+}
+
+// batchSizes records the largest insert.
+type batchSizes struct{ largest *atomic.Int64 }
+
+func (b batchSizes) ObserveInsert(rows int, _ time.Duration) {
+	for {
+		cur := b.largest.Load()
+		if int64(rows) <= cur || b.largest.CompareAndSwap(cur, int64(rows)) {
+			return
+		}
+	}
+}
+func (b batchSizes) ObserveInsertFailure() {}
