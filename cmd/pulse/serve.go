@@ -630,6 +630,9 @@ func (h *statsHandler) serve(c echo.Context) error {
 	if err := h.store.QueryRow(ctx, "SELECT count() FROM "+h.store.T("requests"), &body.RequestsStored); err != nil {
 		return httpapi.Unavailable("the event store is unavailable", 5*time.Second)
 	}
+	if h.js.Conn().Status() != nats.CONNECTED {
+		return httpapi.Unavailable("the event stream is unavailable", 5*time.Second)
+	}
 	st, err := h.js.Stream(ctx, h.stream)
 	if err != nil {
 		return httpapi.Unavailable("the event stream is unavailable", 5*time.Second)
