@@ -1,0 +1,285 @@
+package alerts_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/aggregator"
+	"github.com/wedsync/pulse/alerts"
+	"github.com/wedsync/pulse/alerts/rules"
+	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// The aggregator calls Instant through its EventObserver hook.
+var _ aggregator.EventObserver = (*alerts.Instant)(nil)
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// natsEnv is an in-process NATS server with the alert stream and bucket.
+type natsEnv struct {
+	url string
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+}
+
+func newNATS(t testing.TB) *natsEnv {
+	t.Helper()
+	ns := testenv.NATS(t)
+	nc, js := testenv.Connect(t, ns.ClientURL())
+	kv, err := alerts.Ensure(testCtx(t), js, alerts.StreamConfig{})
+	if err != nil {
+		t.Fatalf("ensure alert stream: %v", err)
+	}
+	return &natsEnv{url: ns.ClientURL(), nc: nc, js: js, kv: kv}
+}
+
+// conn is another client of the same server, as another replica has.
+func (n *natsEnv) conn(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return testenv.Connect(t, n.url)
+}
+
+// received is an alert as a subscriber got it.
+type received struct {
+	subject string
+	at      time.Time
+	alert   alerts.Alert
+}
+
+// collector is a core-NATS subscriber to every alert subject.
+type collector struct {
+	t   testing.TB
+	nc  *nats.Conn
+	mu  sync.Mutex
+	got []received
+	bad atomic.Int64
+}
+
+func collect(t testing.TB, nc *nats.Conn) *collector {
+	t.Helper()
+	c := &collector{t: t, nc: nc}
+	for _, subj := range []string{alerts.SubjectAlerts + ">", alerts.SubjectScaling + ">"} {
+		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			now := time.Now()
+			var a alerts.Alert
+			if err := json.Unmarshal(m.Data, &a); err != nil {
+				c.bad.Add(1)
+				return
+			}
+			c.mu.Lock()
+			c.got = append(c.got, received{subject: m.Subject, at: now, alert: a})
+			c.mu.Unlock()
+		})
+		if err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// all returns what arrived so far.
+func (c *collector) all() []received {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]received(nil), c.got...)
+}
+
+// of returns the alerts of rule in state ("" for any).
+func (c *collector) of(rule, state string) []received {
+	var out []received
+	for _, r := range c.all() {
+		if (rule == "" || r.alert.Rule == rule) && (state == "" || r.alert.State == state) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// wait polls until rule has n alerts in state.
+func (c *collector) wait(rule, state string, n int, timeout time.Duration) []received {
+	c.t.Helper()
+	testenv.Eventually(c.t, timeout, rule+" "+state+" alerts", func() bool { return len(c.of(rule, state)) >= n })
+	return c.of(rule, state)
+}
+
+// settle makes sure every message published before the call was
+// delivered: a round trip through the server after the publisher's own.
+func (c *collector) settle(pub *nats.Conn) {
+	c.t.Helper()
+	if pub != nil {
+		if err := pub.Flush(); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	if err := c.nc.Flush(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// kvKeys lists the keys of the state bucket under prefix.
+func kvKeys(t testing.TB, kv jetstream.KeyValue, prefix string) []string {
+	t.Helper()
+	keys, err := kv.Keys(testCtx(t))
+	if err != nil && !strings.Contains(err.Error(), "no keys found") {
+		t.Fatalf("list keys: %v", err)
+	}
+	var out []string
+	for _, k := range keys {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// run starts f (a component's Run) and stops it, waiting for it, at the
+// end of the test or when the returned stop is called.
+func run(t testing.TB, f func(ctx context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v; want nil", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("Run did not return within 30s of its context ending")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func mustParse(t testing.TB, yaml string) *rules.Set {
+	t.Helper()
+	s, err := rules.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("parse rules: %v\n%s", err, yaml)
+	}
+	return s
+}
+
+// createAlertsTable creates the history table from schema.sql, as the
+// migration that will hold it does.
+func createAlertsTable(t testing.TB, s *chstore.Store) {
+	t.Helper()
+	ddl, err := os.ReadFile("schema.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(ddl), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
+		}
+	}
+	stmt := strings.TrimSuffix(strings.TrimSpace(strings.Join(lines, "\n")), ";")
+	stmt = strings.ReplaceAll(stmt, "{{db}}", "`"+s.Database()+"`")
+	if err := s.Exec(testCtx(t), stmt); err != nil {
+		t.Fatalf("create alerts table: %v", err)
+	}
+}
+
+// req is a request metric at ts.
+func req(ts time.Time, service, endpoint string, status int, ms float64) event.Request {
+	return event.Request{Timestamp: ts.UTC(), Service: service, Endpoint: endpoint, Method: "GET",
+		StatusCode: uint16(status), ResponseTimeMS: ms, RequestID: "r"}
+}
+
+var seq atomic.Uint64
+
+// insertRequests stores reqs as the aggregator does.
+func insertRequests(t testing.TB, s *chstore.Store, reqs []event.Request) {
+	t.Helper()
+	if err := s.Insert(testCtx(t), "", "requests", aggregator.Columns(reqs, seq.Add(1))); err != nil {
+		t.Fatalf("insert requests: %v", err)
+	}
+}
+
+func insertResources(t testing.TB, s *chstore.Store, samples []event.ResourceSample) {
+	t.Helper()
+	n := len(samples)
+	ts, host, res, name := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n)
+	used, capacity, util := make([]float64, n), make([]float64, n), make([]float64, n)
+	sq, idx := make([]uint64, n), make([]uint32, n)
+	base := seq.Add(uint64(n))
+	for i, r := range samples {
+		ts[i], host[i], res[i], name[i] = r.Timestamp.UTC(), r.Host, r.Resource, r.Name
+		used[i], capacity[i], util[i] = r.Used, r.Capacity, r.Utilisation
+		sq[i], idx[i] = base+uint64(i), 0
+	}
+	err := s.Insert(testCtx(t), "", "resources", []chstore.Column{
+		{Name: "ts", Values: ts}, {Name: "host", Values: host}, {Name: "resource", Values: res}, {Name: "name", Values: name},
+		{Name: "used", Values: used}, {Name: "capacity", Values: capacity}, {Name: "utilisation", Values: util},
+		{Name: "stream_seq", Values: sq}, {Name: "seq_idx", Values: idx},
+	})
+	if err != nil {
+		t.Fatalf("insert resources: %v", err)
+	}
+}
+
+func insertHealth(t testing.TB, s *chstore.Store, results []event.HealthResult) {
+	t.Helper()
+	n := len(results)
+	ts, comp, target, status, details := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	rt, sq, idx := make([]float64, n), make([]uint64, n), make([]uint32, n)
+	base := seq.Add(uint64(n))
+	for i, r := range results {
+		ts[i], comp[i], target[i], status[i], details[i], rt[i] = r.Timestamp.UTC(), r.Component, r.Target, r.Status, "{}", r.ResponseTimeMS
+		sq[i], idx[i] = base+uint64(i), 0
+	}
+	err := s.Insert(testCtx(t), "", "health_checks", []chstore.Column{
+		{Name: "ts", Values: ts}, {Name: "component", Values: comp}, {Name: "target", Values: target}, {Name: "status", Values: status},
+		{Name: "response_time_ms", Values: rt}, {Name: "details", Values: details},
+		{Name: "stream_seq", Values: sq}, {Name: "seq_idx", Values: idx},
+	})
+	if err != nil {
+		t.Fatalf("insert health checks: %v", err)
+	}
+}
+
+// clock is a settable clock.
+type clock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *clock {
+	c := &clock{}
+	c.Set(t)
+	return c
+}
+
+func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// nop is the logger of components under test.
+var nop = zerolog.Nop()
