@@ -22,6 +22,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/alerts"
+	"github.com/wedsync/pulse/internal/stream"
 )
 
 var version = "dev"
@@ -54,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, rest, stdout, stderr)
 	case "migrate":
 		err = migrate(ctx, rest, stdout, stderr)
+	case "rules":
+		err = rulesCmd(rest, stdout)
+	case "alerts":
+		err = alertsCmd(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "pulse", version)
 	case "help", "-h", "--help":
@@ -83,6 +90,8 @@ func usage(w io.Writer) {
 Commands:
   serve     run the pipeline: ingest edge, aggregator, query API (see --roles)
   migrate   apply the ClickHouse schema and exit
+  rules check FILE         validate an alert rules file (exit 1 naming each problem's line)
+  alerts tail [--severity] print live alerts from a Pulse's NATS
   version   print the version
 
 Run "pulse <command> -h" for the flags of a command. Every flag can also be
@@ -153,4 +162,35 @@ func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("%w: --log-format %q: want console or json", errUsage, l.format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// rulesCmd is `pulse rules check FILE`.
+func rulesCmd(args []string, stdout io.Writer) error {
+	if len(args) != 2 || args[0] != "check" {
+		return fmt.Errorf("%w: usage: pulse rules check FILE", errUsage)
+	}
+	return alerts.Check(args[1], stdout)
+}
+
+// alertsCmd is `pulse alerts tail [--nats-url URL] [--severity a,b]`.
+func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "tail" {
+		return fmt.Errorf("%w: usage: pulse alerts tail [--nats-url URL] [--severity critical,page]", errUsage)
+	}
+	fs := newFlagSet("alerts tail", stderr)
+	url := fs.String("nats-url", "nats://127.0.0.1:4322", "NATS of the Pulse to watch")
+	sev := fs.String("severity", "", "only these severities, comma-separated: info, warning, critical, page")
+	if err := parseWithEnv(fs, args[1:]); err != nil {
+		return err
+	}
+	var sevs []string
+	if *sev != "" {
+		sevs = strings.Split(*sev, ",")
+	}
+	nc, err := stream.Connect(*url, "pulse-alerts-tail", zerolog.Nop())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return alerts.Tail(ctx, nc, sevs, stdout)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +21,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
+	"github.com/wedsync/pulse/alerts/rules"
 	"github.com/wedsync/pulse/internal/auth"
+	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/metrics"
@@ -41,14 +44,23 @@ var (
 )
 
 // sampleRequests are minimal valid requests for the routes that need more
-// than a bare GET. The auth matrix fails for a route that needs one and has
-// none.
-var sampleRequests = map[string]struct{ contentType, body string }{
-	"POST /api/admin/system/metrics": {"application/x-ndjson",
+// than a bare GET: a body, or a target whose path parameters are valid
+// (without one, each path parameter is "x"). The auth matrix fails for a
+// non-GET route that has none.
+var sampleRequests = map[string]struct{ target, contentType, body string }{
+	"POST /api/admin/system/metrics": {"", "application/x-ndjson",
 		`{"endpoint":"/api/clients/1","response_time_ms":42,"status_code":200,"service":"web"}` + "\n" +
 			`{"endpoint":"/api/forms","response_time_ms":130.5,"status_code":201,"service":"web","method":"POST"}` + "\n"},
-	"POST /api/admin/system/resources": {"application/json", `{"host":"web-1","resource":"cpu","used":1.5,"capacity":2}`},
+	"POST /api/admin/system/resources": {"", "application/json", `{"host":"web-1","resource":"cpu","used":1.5,"capacity":2}`},
+	// deployment/security needs no app database (database/* would only
+	// report it as not configured).
+	"POST /api/admin/architecture/validate":    {"", "application/json", `{"component":"deployment","validation_type":"security"}`},
+	"DELETE /api/admin/users/:user_id/metrics": {"/api/admin/users/6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b/metrics", "", ""},
 }
+
+// acceptedRoutes are the admin routes whose success may be 202 as well as
+// 200: an erasure ClickHouse has not finished within its wait.
+var acceptedRoutes = map[string]bool{"DELETE /api/admin/users/:user_id/metrics": true}
 
 // routerEnv is the real router of a process running every role, on real
 // NATS and a migrated database on the ClickHouse server.
@@ -74,6 +86,7 @@ func newRouterEnv(t *testing.T) *routerEnv {
 	ns := testenv.NATS(t)
 	nc, js := testenv.Connect(t, ns.ClientURL())
 	store := testenv.ClickHouse(t)
+	createPackageTables(t, store)
 
 	// The flags as serve reads and completes them.
 	var f serveFlags
@@ -105,7 +118,7 @@ func newRouterEnv(t *testing.T) *routerEnv {
 	}
 	p := &process{
 		flags: f, roles: roles, retention: retention, tokens: tokens,
-		authn: auth.Chain(jwtAuth, tokens.StaticTokens), log: zerolog.Nop(), stdout: io.Discard,
+		authn: auth.Chain(jwtAuth, tokens.StaticTokens), rules: rules.Default(), log: zerolog.Nop(), stdout: io.Discard,
 		nc: nc, js: js, store: store, metrics: metrics.New(),
 	}
 	e, err := p.router(nil)
@@ -123,6 +136,39 @@ func newRouterEnv(t *testing.T) *routerEnv {
 		"exp": now.Add(time.Hour).Unix()})
 	env.routes = routerRoutes(t, e)
 	return env
+}
+
+// packageSchemas hold the ClickHouse tables of the alerts and validate
+// packages (alert history; validation runs and the audit log), which no
+// migration of schema/migrations creates yet. Until one does, the route
+// tests create them, so that their routes can answer 2xx.
+var packageSchemas = []string{"../../alerts/schema.sql", "../../validate/schema.sql"}
+
+func createPackageTables(t *testing.T, store *chstore.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, file := range packageSchemas {
+		ddl, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range strings.Split(string(ddl), ";\n") {
+			var lines []string
+			for _, l := range strings.Split(stmt, "\n") {
+				if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+					lines = append(lines, l)
+				}
+			}
+			stmt = strings.TrimSuffix(strings.TrimSpace(strings.Join(lines, "\n")), ";")
+			if stmt == "" {
+				continue
+			}
+			if err := store.Exec(ctx, strings.ReplaceAll(stmt, "{{db}}", "`"+store.Database()+"`")); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+		}
+	}
 }
 
 func signJWT(t *testing.T, secret []byte, claims jwt.MapClaims) string {
@@ -407,6 +453,9 @@ func TestAuthMatrix(t *testing.T) {
 			// Path parameters, should a route get any, take a placeholder.
 			target := regexp.MustCompile(`:[^/]+|\*`).ReplaceAllString(path, "x")
 			sample, hasSample := sampleRequests[route]
+			if sample.target != "" {
+				target = sample.target
+			}
 			documented := func(code int) {
 				t.Helper()
 				if op := ops[route]; op != nil {
@@ -467,15 +516,19 @@ func TestAuthMatrix(t *testing.T) {
 				check("the ingest token on an admin route", "Bearer "+env.ingest, http.StatusForbidden)
 			}
 
-			// With the scope: 2xx (202 for ingest, the events persisted in JetStream).
-			want := http.StatusOK
-			if ingestRoutes[route] {
-				want = http.StatusAccepted
-				check("the ingest token", "Bearer "+env.ingest, want)
+			// With the scope: 2xx (202 for ingest, the events persisted in
+			// JetStream; 200 or 202 for the acceptedRoutes).
+			want := []int{http.StatusOK}
+			switch {
+			case ingestRoutes[route]:
+				want = []int{http.StatusAccepted}
+				check("the ingest token", "Bearer "+env.ingest, want...)
+			case acceptedRoutes[route]:
+				want = append(want, http.StatusAccepted)
 			}
-			check("the admin token", "Bearer "+env.admin, want)
-			check("the scheme in lower case with the admin token", "bearer "+env.admin, want)
-			check("an admin JWT", "Bearer "+env.adminJWT, want)
+			check("the admin token", "Bearer "+env.admin, want...)
+			check("the scheme in lower case with the admin token", "bearer "+env.admin, want...)
+			check("an admin JWT", "Bearer "+env.adminJWT, want...)
 		})
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wedsync/pulse/aggregator"
+	"github.com/wedsync/pulse/alerts"
+	"github.com/wedsync/pulse/alerts/rules"
 	"github.com/wedsync/pulse/ingest"
 	"github.com/wedsync/pulse/internal/auth"
 	"github.com/wedsync/pulse/internal/cache"
@@ -35,9 +37,10 @@ import (
 	"github.com/wedsync/pulse/internal/stream"
 	"github.com/wedsync/pulse/query"
 	"github.com/wedsync/pulse/schema"
+	"github.com/wedsync/pulse/validate"
 )
 
-var allRoles = []string{"ingest", "aggregator", "query"}
+var allRoles = []string{"ingest", "aggregator", "query", "alerts"}
 
 type serveFlags struct {
 	roles           string
@@ -55,6 +58,8 @@ type serveFlags struct {
 	ingestLimit     string
 	migrate         bool
 	shutdownTimeout time.Duration
+	rulesFile       string
+	alertInterval   time.Duration
 
 	stream   stream.Config
 	ingest   ingest.Config
@@ -80,7 +85,7 @@ func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
 // function reads the retention flags once parsed.
 func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schema.Retention, error)) {
 	fs := newFlagSet("serve", stderr)
-	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, or all")
+	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, alerts, or all")
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address; if the default is taken a free port is used")
 	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
@@ -100,6 +105,8 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.probe.RealtimeURL, "realtime-url", "", "realtime WebSocket URL, e.g. wss://<project>.supabase.co/realtime/v1/websocket?apikey=...&vsn=1.0.0")
 	fs.StringVar(&f.external, "external", "", "external dependencies to probe, comma-separated name=url (payments, email, SMS)")
 	fs.DurationVar(&f.probe.Interval, "probe-interval", 15*time.Second, "interval of the health probes")
+	fs.StringVar(&f.rulesFile, "rules", "", "alert rules file (YAML); empty uses the built-in rules")
+	fs.DurationVar(&f.alertInterval, "alert-interval", 15*time.Second, "interval of the window alert rules")
 	fs.BoolVar(&f.migrate, "migrate", true, "apply the ClickHouse schema at start")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown may take to drain")
 	fs.Int64Var(&f.stream.MaxBytes, "stream-max-bytes", 8<<30, "ingest stream backlog limit in bytes; beyond it ingest answers 503")
@@ -156,6 +163,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// An invalid rules file never starts a half-configured evaluator.
+	ruleSet := rules.Default()
+	if f.rulesFile != "" {
+		if ruleSet, err = rules.Load(f.rulesFile); err != nil {
+			return fmt.Errorf("%w: --rules:\n%v", errUsage, err)
+		}
+	}
 	authn := auth.Authenticator(tokens.StaticTokens)
 	if f.jwtSecret != "" {
 		f.jwt.Secret = []byte(f.jwtSecret)
@@ -179,7 +193,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: rate limit %q: %v", errUsage, *l, err)
 		}
 	}
-	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, authn: authn, log: log, stdout: stdout}
+	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
 	return p.run(ctx)
 }
 
@@ -191,7 +205,7 @@ func parseRoles(s string) (map[string]bool, error) {
 			for _, a := range allRoles {
 				roles[a] = true
 			}
-		case "ingest", "aggregator", "query":
+		case "ingest", "aggregator", "query", "alerts":
 			roles[r] = true
 		default:
 			return nil, fmt.Errorf("%w: --roles: unknown role %q (want %s or all)", errUsage, r, strings.Join(allRoles, ", "))
@@ -208,16 +222,19 @@ type process struct {
 	retention schema.Retention
 	tokens    tokenSet
 	authn     auth.Authenticator
+	rules     *rules.Set
 	log       zerolog.Logger
 	stdout    io.Writer
 
-	embedded *server.Server
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	store    *chstore.Store
-	redis    *redis.Client
-	metrics  *metrics.Metrics
-	draining atomic.Bool
+	embedded  *server.Server
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	store     *chstore.Store
+	redis     *redis.Client
+	runner    *probe.Runner
+	validator *validate.Validator
+	metrics   *metrics.Metrics
+	draining  atomic.Bool
 }
 
 // streamMetrics exposes the ingest stream's backlog, read from JetStream on
@@ -256,7 +273,7 @@ func (s *process) run(ctx context.Context) error {
 		opt.ContextTimeoutEnabled, opt.MaxRetries = true, -1
 		s.redis = redis.NewClient(opt)
 	}
-	if s.roles["aggregator"] || s.roles["query"] {
+	if s.roles["aggregator"] || s.roles["query"] || s.roles["alerts"] {
 		store, err := chstore.Open(ctx, s.flags.clickhouseDSN, s.log)
 		if err != nil {
 			return err
@@ -283,9 +300,26 @@ func (s *process) run(ctx context.Context) error {
 			func() float64 { return float64(st.DeadLetters.Load()) })
 		s.metrics.CounterFunc("pulse_aggregator_duplicate_rows_skipped_total", "Redelivered rows found already stored and not inserted again.",
 			func() float64 { return float64(agg.Skipped()) })
+		// Instant alert rules see every event as the aggregator decodes it.
+		inst := alerts.NewInstant(alerts.InstantConfig{Stream: s.alertStreams()}, s.rules, s.js, s.log)
+		agg.SetEventObserver(inst)
+		g.Go(func() error { return inst.Run(ctx) })
 		g.Go(func() error { return agg.Run(ctx) })
 		job := &schema.RetentionJob{Store: s.store, Retention: s.retention, Interval: time.Hour, Log: s.log}
 		g.Go(func() error { return job.Run(ctx) })
+	}
+	if s.roles["alerts"] {
+		ev := alerts.NewEvaluator(alerts.EvaluatorConfig{Stream: s.alertStreams(), Interval: s.flags.alertInterval}, s.rules, s.js, s.store, s.log)
+		hist := alerts.NewHistory(alerts.HistoryConfig{Stream: s.alertStreams()}, s.js, s.store, s.log)
+		g.Go(func() error { return ev.Run(ctx) })
+		g.Go(func() error { return hist.Run(ctx) })
+		s.metrics.GaugeFunc("pulse_alerts_evaluator_degraded", "1 when the last window evaluation could not run every rule.",
+			func() float64 {
+				if ev.Status().Degraded {
+					return 1
+				}
+				return 0
+			})
 	}
 	// Every process samples its own host; the query role probes the
 	// platform's components (one role, so that they are probed once).
@@ -299,8 +333,8 @@ func (s *process) run(ctx context.Context) error {
 		if s.redis != nil {
 			pc.Redis = s.redis
 		}
-		runner := probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log)
-		g.Go(func() error { return runner.Run(ctx) })
+		s.runner = probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log)
+		g.Go(func() error { return s.runner.Run(ctx) })
 	}
 	if s.roles["ingest"] || s.roles["query"] {
 		srv, err := s.httpServer(ctx, agg)
@@ -423,6 +457,9 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	if s.roles["query"] {
 		api := query.New(query.Config{}, s.store, s.responseCache(), s.log)
 		api.Register(r)
+		alerts.NewAPI(alerts.APIConfig{Stream: s.alertStreams()}, s.rules, s.js, s.store, s.log).Register(r)
+		s.validator = validate.New(validate.Config{DatabaseURL: s.flags.probe.DatabaseURL}, s.validateDeps(r), s.log)
+		s.validator.Register(r)
 		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}
 		r.Handle(http.MethodGet, "/api/admin/system/stats", auth.ScopeAdmin, stats.serve)
 	}
@@ -430,6 +467,11 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, httpapi.OpenAPI())
 	})
 	return e, nil
+}
+
+// alertStreams is where alerts, their history and their state live.
+func (s *process) alertStreams() alerts.StreamConfig {
+	return alerts.StreamConfig{Replicas: s.flags.stream.Replicas}
 }
 
 // responseCache is Redis when a Redis URL is set (a Redis failure is a
@@ -571,6 +613,54 @@ func (s *process) close() {
 	if s.redis != nil {
 		_ = s.redis.Close()
 	}
+	if s.validator != nil {
+		s.validator.Close()
+	}
+}
+
+// validateDeps tells architecture validation what this deployment is.
+func (s *process) validateDeps(r *httpapi.Router) validate.Deps {
+	f := s.flags
+	admins, _, _ := auth.ParseTokens(f.adminTokens, auth.ScopeAdmin)
+	n := len(admins)
+	if s.tokens.generated != nil {
+		n = 1
+	}
+	var secret []byte
+	if f.jwtSecret != "" {
+		secret = []byte(f.jwtSecret)
+	}
+	urls := map[string]string{"clickhouse": f.clickhouseDSN}
+	for name, u := range map[string]string{"nats": f.natsURL, "auth health": f.probe.AuthHealthURL, "realtime": f.probe.RealtimeURL, "redis": f.redisURL} {
+		if u != "" {
+			urls[name] = u
+		}
+	}
+	for _, d := range f.probe.External {
+		urls["external "+d.Name] = d.URL
+	}
+	d := validate.Deps{
+		Store: s.store, Metrics: probe.StoreMetrics{Store: s.store},
+		Publisher: probe.JetStreamPublisher{JS: s.js},
+		Routes: func() []validate.Route {
+			var out []validate.Route
+			for _, ri := range r.Routes() {
+				out = append(out, validate.Route{Method: ri.Method, Path: ri.Path, Scope: ri.Scope})
+			}
+			return out
+		},
+		Auth: validate.AuthSettings{AdminTokens: n, JWTSecret: secret, JWTLeeway: f.jwt.Leeway, JWTIssuer: f.jwt.Issuer, JWTAudience: f.jwt.Audience},
+		Deployment: validate.Deployment{
+			NATSEmbedded: f.natsURL == "",
+			Streams: []validate.Stream{{Name: f.stream.IngestStream, Replicas: f.stream.Replicas, MaxAge: f.stream.MaxAge},
+				{Name: f.stream.DeadLetterStream, Replicas: f.stream.Replicas}},
+			Retention: s.retention, URLs: urls,
+		},
+	}
+	if s.runner != nil {
+		d.Health = s.runner
+	}
+	return d
 }
 
 func keys(m map[string]bool) []string {

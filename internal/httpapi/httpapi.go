@@ -117,9 +117,25 @@ type Router struct {
 // route is a registered handler and the chain built around it, rebuilt
 // when middleware is added to its scope.
 type route struct {
-	scope auth.Scope
-	h     echo.HandlerFunc
-	chain echo.HandlerFunc
+	method, path string
+	scope        auth.Scope
+	h            echo.HandlerFunc
+	chain        echo.HandlerFunc
+}
+
+// RouteInfo is a registered route and the scope its guard demands.
+type RouteInfo struct {
+	Method, Path string
+	Scope        auth.Scope
+}
+
+// Routes lists the registered routes in registration order.
+func (r *Router) Routes() []RouteInfo {
+	out := make([]RouteInfo, len(r.routes))
+	for i, rt := range r.routes {
+		out[i] = RouteInfo{Method: rt.method, Path: rt.path, Scope: rt.scope}
+	}
+	return out
 }
 
 // NewRouter returns a Router on e that authenticates with a.
@@ -144,7 +160,7 @@ func (r *Router) Use(scope auth.Scope, mw ...echo.MiddlewareFunc) {
 // holding scope gets 401 (no or bad credentials) or 403 (wrong scope);
 // scope Public lets everyone in.
 func (r *Router) Handle(method, path string, scope auth.Scope, h echo.HandlerFunc) {
-	rt := &route{scope: scope, h: h}
+	rt := &route{method: method, path: path, scope: scope, h: h}
 	r.build(rt)
 	r.routes = append(r.routes, rt)
 	r.e.Add(method, path, func(c echo.Context) error { return rt.chain(c) })
