@@ -167,7 +167,7 @@ func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
 // rulesCmd is `pulse rules check FILE`.
 func rulesCmd(args []string, stdout io.Writer) error {
 	if len(args) != 2 || args[0] != "check" {
-		return fmt.Errorf("%w: usage: pulse rules check FILE", errUsage)
+		return fmt.Errorf("%w: pulse rules check FILE", errUsage)
 	}
 	return alerts.Check(args[1], stdout)
 }
@@ -175,7 +175,7 @@ func rulesCmd(args []string, stdout io.Writer) error {
 // alertsCmd is `pulse alerts tail [--nats-url URL] [--severity a,b]`.
 func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "tail" {
-		return fmt.Errorf("%w: usage: pulse alerts tail [--nats-url URL] [--severity critical,page]", errUsage)
+		return fmt.Errorf("%w: pulse alerts tail [--nats-url URL] [--severity critical,page]", errUsage)
 	}
 	fs := newFlagSet("alerts tail", stderr)
 	url := fs.String("nats-url", "nats://127.0.0.1:4322", "NATS of the Pulse to watch")

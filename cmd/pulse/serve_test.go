@@ -231,4 +231,12 @@ func TestRunExitCodes(t *testing.T) {
 	f(2, "serve", "--ingest-tokens", "short")
 	f(2, "migrate", "extra-arg")
 	f(1, "migrate", "--clickhouse-dsn", "mysql://x")
+	f(2, "rules")
+	f(2, "rules", "lint", "x.yaml")
+	f(0, "rules", "check", "../../deploy/alerts.example.yaml")
+	f(1, "rules", "check", "../../alerts/testdata/rules/bad_duplicate_name.yaml")
+	f(1, "rules", "check", "no-such-file.yaml")
+	f(2, "serve", "--rules", "../../alerts/testdata/rules/bad_types.yaml")
+	f(2, "alerts")
+	f(2, "alerts", "tail", "--severity")
 }
