@@ -6,11 +6,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/wedsync/pulse/aggregator"
+	"github.com/wedsync/pulse/internal/cache"
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/testenv"
@@ -19,13 +21,21 @@ import (
 
 // The /performance benchmarks answer over BENCH_ROWS requests (default
 // 1,000,000) spread over 30 days, with no cache, beside the raw ClickHouse
-// quantile query over the same window's rows (x_raw = API time / raw time).
+// quantile query over the same window's rows: the exact count and P50, P95
+// and P99 of the window, the least any answer must compute. They report the
+// answer's mean and P99 latency (api_ms/op, api_p99_ms), the raw query's
+// mean (raw_ms/op) and their ratio (x_raw = api_ms / raw_ms; below 1 the
+// answer, with its series, summary and slowest endpoints, is faster than
+// the raw query alone). Targets: 24h under 100 ms and 30d under 300 ms over
+// at least ten million rows.
+//
 // On the ClickHouse server the rows live in the database pulse_bench_query,
 // which is kept between runs and reloaded only when its row count differs,
-// so that ten million rows are loaded once. PULSE_BENCH_BACKEND=chdb runs on
-// chDB instead (loaded every run).
+// so that ten million rows are loaded once (an older schema is migrated,
+// which fills the rollups it lacks). PULSE_BENCH_BACKEND=chdb runs on chDB
+// instead (loaded every run).
 //
-//	BENCH_ROWS=10000000 go test -run '^$' -bench Performance -tags chdb ./query
+//	BENCH_ROWS=10000000 go test -run '^$' -bench 'Performance|Health' -benchtime 20x -tags chdb ./query
 func BenchmarkPerformance24h(b *testing.B) { benchPerformance(b, "24h") }
 
 func BenchmarkPerformance30d(b *testing.B) { benchPerformance(b, "30d") }
@@ -55,22 +65,83 @@ func benchPerformance(b *testing.B, tf string) {
 
 	target := "/api/admin/system/performance?timeframe=" + tf
 	var body int
-	iters := 0
-	start = time.Now()
+	var took []time.Duration
 	for b.Loop() {
+		t0 := time.Now()
 		r := get(b, e, target, adminToken)
+		took = append(took, time.Since(t0))
 		if r.status != http.StatusOK {
 			b.Fatalf("got %d: %s", r.status, r.body)
 		}
 		body = len(r.body)
-		iters++
 	}
-	apiMS := float64(time.Since(start).Microseconds()) / 1000 / float64(iters)
+	apiMS := ms(mean(took))
 	b.ReportMetric(apiMS, "api_ms/op")
+	b.ReportMetric(ms(percentile(took, 0.99)), "api_p99_ms")
 	b.ReportMetric(rawMS, "raw_ms/op")
 	b.ReportMetric(apiMS/rawMS, "x_raw")
 	b.ReportMetric(float64(n), "window_rows")
 	b.SetBytes(int64(body))
+}
+
+// BenchmarkHealthCached is /system/health answered from the in-process
+// cache Pulse uses without Redis, over the benchmark's rows: api_p99_ms is
+// the P99 latency of the b.N cached answers (api_p50_ms their median), and
+// miss_ms what the one uncached answer before them took.
+func BenchmarkHealthCached(b *testing.B) {
+	b.ReportAllocs()
+	s, now := benchStore(b)
+	if testenv.Count(b, s, "SELECT count() FROM "+s.T("health_checks")) == 0 {
+		insertHealth(b, s, healthDataset(now))
+	}
+	// A TTL longer than any run, so that every timed answer is a hit.
+	e, api := newServer(b, query.Config{Now: func() time.Time { return now }, HealthCacheTTL: time.Hour}, s,
+		cache.NewMemory(cache.MemoryConfig{}))
+	const target = "/api/admin/system/health?detailed=true"
+	t0 := time.Now()
+	if r := get(b, e, target, adminToken); r.status != http.StatusOK || r.header.Get("X-Cache") != "miss" {
+		b.Fatalf("first answer: got %d, X-Cache %q: %s; want 200, a miss", r.status, r.header.Get("X-Cache"), r.body)
+	}
+	miss := time.Since(t0)
+	var body int
+	var took []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		r := get(b, e, target, adminToken)
+		took = append(took, time.Since(t0))
+		if r.status != http.StatusOK {
+			b.Fatalf("got %d: %s", r.status, r.body)
+		}
+		body = len(r.body)
+	}
+	if st := api.CacheStats(); st.Misses != 1 || st.Hits != uint64(len(took)) {
+		b.Fatalf("got %d hits, %d misses; want %d hits and the first answer's miss", st.Hits, st.Misses, len(took))
+	}
+	b.ReportMetric(ms(percentile(took, 0.99)), "api_p99_ms")
+	b.ReportMetric(ms(percentile(took, 0.5)), "api_p50_ms")
+	b.ReportMetric(ms(miss), "miss_ms")
+	b.SetBytes(int64(body))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(max(len(ds), 1))
+}
+
+// percentile is the nearest-rank percentile of ds: the smallest duration
+// with at least level of them at or below it.
+func percentile(ds []time.Duration, level float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[max(0, int(math.Ceil(level*float64(len(s))))-1)]
 }
 
 // benchStore returns a store holding BENCH_ROWS requests over the 30 days

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/schema"
 )
 
 // timeframe is one value of the timeframe parameter and how it is read.
@@ -19,15 +20,30 @@ type timeframe struct {
 	name   string
 	span   time.Duration // window length
 	bucket time.Duration // series bucket width
-	rollup bool          // read requests_1m rather than raw requests
+	source source        // where request figures come from
 	ttl    time.Duration // cache lifetime of an answer
 }
 
+// source is a table of request figures: raw requests, or a rollup whose
+// periods are as wide as the series buckets that read it, so that a bucket
+// merges one state per (service, endpoint) and the window is read from
+// rows of its own time only (rollups are sorted by time first).
+type source struct {
+	name, table, tcol string
+	rollup            bool
+}
+
+var (
+	rawSource      = source{name: "raw", table: "requests", tcol: "ts"}
+	rollup5mSource = source{name: "rollup_5m", table: "requests_5m", tcol: "start", rollup: true}
+	rollup1hSource = source{name: "rollup_1h", table: "requests_1h", tcol: "start", rollup: true}
+)
+
 var timeframes = []timeframe{
-	{name: "1h", span: time.Hour, bucket: time.Minute, ttl: ttl1h},
-	{name: "24h", span: 24 * time.Hour, bucket: 5 * time.Minute, rollup: true, ttl: ttl24h},
-	{name: "7d", span: 7 * 24 * time.Hour, bucket: time.Hour, rollup: true, ttl: ttlLong},
-	{name: "30d", span: 30 * 24 * time.Hour, bucket: time.Hour, rollup: true, ttl: ttlLong},
+	{name: "1h", span: time.Hour, bucket: time.Minute, source: rawSource, ttl: ttl1h},
+	{name: "24h", span: 24 * time.Hour, bucket: 5 * time.Minute, source: rollup5mSource, ttl: ttl24h},
+	{name: "7d", span: 7 * 24 * time.Hour, bucket: time.Hour, source: rollup1hSource, ttl: ttlLong},
+	{name: "30d", span: 30 * 24 * time.Hour, bucket: time.Hour, source: rollup1hSource, ttl: ttlLong},
 }
 
 func timeframeNamed(name string) timeframe {
@@ -66,8 +82,8 @@ type PerformanceResponse struct {
 	Service             string           `json:"service,omitempty"`
 	Endpoint            string           `json:"endpoint,omitempty"` // normalised, as stored
 	BucketSeconds       int              `json:"bucket_seconds"`
-	Source              string           `json:"source"`                      // raw or rollup_1m: where request figures come from
-	PercentileMethod    string           `json:"percentile_method,omitempty"` // exact (raw) or tdigest (rollup, within 1%)
+	Source              string           `json:"source"`                      // raw, rollup_5m or rollup_1h: where request figures come from
+	PercentileMethod    string           `json:"percentile_method,omitempty"` // exact (raw) or histogram (rollup, within 0.75%)
 	ErrorRateDefinition string           `json:"error_rate_definition,omitempty"`
 	From                time.Time        `json:"from"` // inclusive
 	To                  time.Time        `json:"to"`   // exclusive; the last bucket may still be filling
@@ -155,7 +171,8 @@ func (a *API) performance(c echo.Context) error {
 type aggRow struct {
 	n, e4, e5 uint64
 	sum, max  float64
-	q         []float64 // P50, P95, P99
+	q         []float64 // P50, P95, P99: in ms, or latency bins when bins is set
+	bins      bool      // q holds bins from schema.LatencyQuantiles
 }
 
 func (r *aggRow) dest() []any { return []any{&r.n, &r.e4, &r.e5, &r.sum, &r.max, &r.q} }
@@ -168,7 +185,14 @@ func (r *aggRow) stats(seconds float64) Stats {
 	s.AvgMS = num(r.sum / float64(r.n))
 	s.MaxMS = num(r.max)
 	if len(r.q) == 3 {
-		s.P50MS, s.P95MS, s.P99MS = num(r.q[0]), num(r.q[1]), num(r.q[2])
+		p := [3]float64(r.q)
+		if r.bins {
+			// A bin's middle may lie above the largest request it holds.
+			for i, bin := range p {
+				p[i] = min(schema.LatencyMS(bin), r.max)
+			}
+		}
+		s.P50MS, s.P95MS, s.P99MS = num(p[0]), num(p[1]), num(p[2])
 	}
 	s.ErrorRate4xx = ratio(r.e4, r.n)
 	s.ErrorRate5xx = ratio(r.e5, r.n)
@@ -177,22 +201,23 @@ func (r *aggRow) stats(seconds float64) Stats {
 }
 
 // Request aggregates, in aggRow's order: exact ones over raw rows, merged
-// states over the 1-minute rollup. The t-digest quantiles are Float32 and
-// converted so that both backends return Array(Float64).
+// states over a rollup, whose percentiles are latency bins (in the order
+// of the latencies they stand for, so that q[2] ranks by P95 either way).
 const (
 	rawAggs = "count() AS n, countIf(status_code >= 400 AND status_code < 500) AS e4, countIf(status_code >= 500) AS e5, " +
 		"sum(response_time_ms) AS s, max(response_time_ms) AS mx, quantilesExact(0.5, 0.95, 0.99)(response_time_ms) AS q"
 	rollupAggs = "countMerge(requests) AS n, sumMerge(errors_4xx) AS e4, sumMerge(errors_5xx) AS e5, " +
 		"sumMerge(duration_sum) AS s, maxMerge(duration_max) AS mx, " +
-		"arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(quantiles)) AS q"
+		schema.LatencyQuantiles + " AS q"
 )
 
 // requestSource returns the table, its time column and the aggregates of q.
 func (a *API) requestSource(q perfQuery) (table, tcol, aggs string) {
-	if q.tf.rollup {
-		return a.store.T("requests_1m"), "minute", rollupAggs
+	src, aggs := q.tf.source, rawAggs
+	if src.rollup {
+		aggs = rollupAggs
 	}
-	return a.store.T("requests"), "ts", rawAggs
+	return a.store.T(src.table), src.tcol, aggs
 }
 
 // timeRange is the condition tcol in [from, to).
@@ -225,9 +250,9 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 		if q.endpoint != "" {
 			where += " AND endpoint = " + chstore.Quote(q.endpoint)
 		}
-		resp.PercentileMethod = "exact"
-		if q.tf.rollup {
-			resp.Source, resp.PercentileMethod = "rollup_1m", "tdigest"
+		resp.Source, resp.PercentileMethod = q.tf.source.name, "exact"
+		if q.tf.source.rollup {
+			resp.PercentileMethod = "histogram"
 		}
 		resp.ErrorRateDefinition = ErrorRateDefinition
 		n := int(q.tf.span / q.tf.bucket)
@@ -241,7 +266,7 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 			// An empty window may give no row at all.
 			sql := "SELECT " + bucketExpr(tcol, w) + " AS b, " + aggs + " FROM " + table + " WHERE " + where + " GROUP BY b WITH ROLLUP"
 			var b uint64
-			var r aggRow
+			r := aggRow{bins: q.tf.source.rollup}
 			summary := (&aggRow{}).stats(q.tf.span.Seconds())
 			err := a.each(gctx, "performance series", sql, append([]any{&b}, r.dest()...), func() {
 				if b == 0 {
@@ -258,7 +283,7 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 				" GROUP BY service, endpoint ORDER BY q[2] DESC, service, endpoint LIMIT 10"
 			top := []EndpointStats{}
 			var svc, ep string
-			var r aggRow
+			r := aggRow{bins: q.tf.source.rollup}
 			err := a.each(gctx, "slowest endpoints", sql, append([]any{&svc, &ep}, r.dest()...), func() {
 				top = append(top, EndpointStats{Service: svc, Endpoint: ep, Stats: r.stats(q.tf.span.Seconds())})
 			})

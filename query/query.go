@@ -11,12 +11,16 @@
 //
 //   - error_rate is the share of 5xx responses (server failures); error_rate_4xx
 //     and error_rate_5xx are given beside it, and error_rate_definition says so.
-//   - /performance reads raw rows for 1h (1-minute buckets, exact percentiles)
-//     and the 1-minute rollup for 24h (5-minute buckets), 7d and 30d (1-hour
-//     buckets), whose percentiles are t-digest merges within 1% of exact for
-//     buckets of a few thousand requests. The window is timeframe long,
-//     aligned to bucket boundaries of Unix time, and ends at the end of the
-//     bucket holding now: its last bucket is still filling. Buckets without
+//   - /performance reads raw rows for 1h (1-minute buckets, exact percentiles),
+//     the 5-minute rollup for 24h (5-minute buckets) and the 1-hour rollup for
+//     7d and 30d (1-hour buckets): each bucket merges one state per service
+//     and endpoint. Rollup percentiles come from latency histograms of bins
+//     1.5% wide (see schema.LatencyMS): the bin holding the exact percentile,
+//     read as its middle and capped at the maximum, within 0.75% of exact
+//     for any number of requests (percentile_method "histogram"). The
+//     window is timeframe long, aligned to bucket boundaries of Unix time,
+//     and ends at the end of the bucket holding now: its last bucket is
+//     still filling. Buckets without
 //     requests are present with count 0 and null figures. metric selects the
 //     sections: response_time, throughput and error_rate give the request
 //     series, summary and slowest endpoints (each point carries every figure);

@@ -28,6 +28,8 @@ var partitioned = []struct {
 }{
 	{"requests", "20060102", "ts", false},
 	{"requests_1m", "200601", "minute", true},
+	{"requests_5m", "200601", "start", true},
+	{"requests_1h", "200601", "start", true},
 	{"resources", "20060102", "ts", false},
 	{"health_checks", "20060102", "ts", false},
 }

@@ -3,8 +3,12 @@
 //
 // Migrations are the files migrations/NNNN_name.sql, applied in order.
 // Every statement in them is idempotent (IF NOT EXISTS), so a migration
-// interrupted half-way is simply applied again. Table names are written
-// {{db}}.name and qualified with the store's database when applied.
+// interrupted half-way is simply applied again. A rollup added to a
+// database that already holds requests is created filled from them
+// (CREATE TABLE IF NOT EXISTS ... AS SELECT, which fills only the table it
+// creates) before its materialized view; see migration 0005 for what that
+// guarantees. Table names are written {{db}}.name and qualified with the
+// store's database when applied.
 // Statements must work on ClickHouse 18.16 and on chDB 26.x; features that
 // 18.16 lacks (TTL) are applied in Go where the server has them.
 package schema

@@ -63,7 +63,8 @@ func TestMigrations(t *testing.T) {
 // database, leaving it as a fresh one.
 func empty(t *testing.T, s *chstore.Store) {
 	t.Helper()
-	for _, table := range []string{"requests_1m_mv", "requests_1m", "requests", "schema_migrations"} {
+	for _, table := range []string{"requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "requests_1m_mv", "requests_1m",
+		"requests", "resources", "health_checks", "schema_migrations"} {
 		if err := s.Exec(ctx(t), "DROP TABLE IF EXISTS "+s.T(table)); err != nil {
 			t.Fatalf("drop %s: %v", table, err)
 		}
@@ -104,11 +105,15 @@ func TestMigrate(t *testing.T) {
 		"requests":          "MergeTree",
 		"requests_1m":       "AggregatingMergeTree",
 		"requests_1m_mv":    "MaterializedView",
+		"requests_5m":       "AggregatingMergeTree",
+		"requests_5m_mv":    "MaterializedView",
+		"requests_1h":       "AggregatingMergeTree",
+		"requests_1h_mv":    "MaterializedView",
 		"schema_migrations": "MergeTree",
 		"resources":         "MergeTree",
 		"health_checks":     "MergeTree",
 	}
-	const wantNames = "requests,requests_1m,resources,health_checks"
+	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h"
 	for name, s := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
 			c := ctx(t)
@@ -153,17 +158,119 @@ func TestMigrate(t *testing.T) {
 				t.Errorf("Migrate over existing tables: got %v, %v; want %v, nil", applied, err, all)
 			}
 
-			// The view feeds the rollup.
-			if err := s.Insert(c, "", "requests", requestColumns([]time.Time{time.Date(2026, 3, 15, 10, 0, 30, 0, time.UTC)}, []float64{12.5}, []uint16{503})); err != nil {
+			// The views feed the rollups.
+			if err := s.Insert(c, "", "requests", requestColumns([]time.Time{time.Date(2026, 3, 15, 10, 7, 30, 0, time.UTC)}, []float64{12.5}, []uint16{503})); err != nil {
 				t.Fatal(err)
 			}
-			var n, e5 uint64
-			var minute time.Time
-			if err := s.QueryRow(c, "SELECT countMerge(requests), sumMerge(errors_5xx), min(minute) FROM "+s.T("requests_1m"), &n, &e5, &minute); err != nil {
-				t.Fatal(err)
+			for _, r := range []struct {
+				table, column string
+				want          time.Time
+			}{
+				{"requests_1m", "minute", time.Date(2026, 3, 15, 10, 7, 0, 0, time.UTC)},
+				{"requests_5m", "start", time.Date(2026, 3, 15, 10, 5, 0, 0, time.UTC)},
+				{"requests_1h", "start", time.Date(2026, 3, 15, 10, 0, 0, 0, time.UTC)},
+			} {
+				var n, e5 uint64
+				var start time.Time
+				if err := s.QueryRow(c, "SELECT countMerge(requests), sumMerge(errors_5xx), min("+r.column+") FROM "+s.T(r.table), &n, &e5, &start); err != nil {
+					t.Fatal(err)
+				}
+				if n != 1 || e5 != 1 || !start.Equal(r.want) {
+					t.Errorf("%s of one row: got count %d, 5xx %d, %s %v; want 1, 1, %v", r.table, n, e5, r.column, start, r.want)
+				}
 			}
-			if want := time.Date(2026, 3, 15, 10, 0, 0, 0, time.UTC); n != 1 || e5 != 1 || !minute.Equal(want) {
-				t.Errorf("rollup of one row: got count %d, 5xx %d, minute %v; want 1, 1, %v", n, e5, minute, want)
+		})
+	}
+}
+
+// TestMigrateBackfillsRollups upgrades a database holding requests from
+// before the five-minute and one-hour rollups existed: the migrations that
+// create them fill them from requests_1m over the spans their answers read
+// (3 and 32 days), once, however often they run; their views add the
+// requests inserted afterwards.
+func TestMigrateBackfillsRollups(t *testing.T) {
+	hour := time.Now().UTC().Truncate(time.Hour)
+	// Minutes after the hour, so that none falls before a span's start.
+	old := []time.Time{
+		hour.Add(-40*24*time.Hour + 10*time.Minute), // in requests_1m only
+		hour.Add(-10*24*time.Hour + 10*time.Minute), // and in requests_1h
+		hour.Add(-2*24*time.Hour + 10*time.Minute),  // and in requests_5m
+		hour.Add(-2*time.Hour + 10*time.Minute),
+		hour.Add(-2*time.Hour + 10*time.Minute),
+		hour.Add(-2*time.Hour + 13*time.Minute),
+	}
+	counts := func(t *testing.T, s *chstore.Store) []uint64 {
+		var out []uint64
+		for _, table := range rollups {
+			out = append(out, testenv.Count(t, s, "SELECT toUInt64(countMerge(requests)) FROM "+s.T(table)))
+		}
+		return out
+	}
+	for name, s := range testenv.Backends(t) {
+		t.Run(name, func(t *testing.T) {
+			c := ctx(t)
+			// The database as the migrations before 0005 left it.
+			for _, table := range []string{"requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "schema_migrations"} {
+				if err := s.Exec(c, "DROP TABLE "+s.T(table)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			insertAt(t, s, old...)
+			if got, want := testenv.Count(t, s, "SELECT toUInt64(countMerge(requests)) FROM "+s.T("requests_1m")), uint64(len(old)); got != want {
+				t.Fatalf("got %d requests in requests_1m; want %d", got, want)
+			}
+			for range 2 { // the second run finds the tables and adds nothing
+				if _, err := schema.Migrate(c, s); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := counts(t, s), []uint64{6, 4, 5}; !slices.Equal(got, want) {
+					t.Errorf("after Migrate: got %v requests in %v; want %v", got, rollups, want)
+				}
+				if err := s.Exec(c, "DROP TABLE "+s.T("schema_migrations")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The views add every request inserted from then on, however old,
+			// and their states merge with the backfilled ones.
+			insertAt(t, s, hour.Add(-2*time.Hour+14*time.Minute), hour.Add(-10*24*time.Hour+10*time.Minute))
+			if got, want := counts(t, s), []uint64{8, 6, 7}; !slices.Equal(got, want) {
+				t.Errorf("after more inserts: got %v requests in %v; want %v", got, rollups, want)
+			}
+			type bucket struct {
+				start time.Time
+				n     uint64
+				p50   float64
+			}
+			read := func(table, column string) []bucket {
+				rows, err := s.Query(c, "SELECT "+column+", countMerge(requests), "+schema.LatencyQuantiles+" FROM "+
+					s.T(table)+" GROUP BY "+column+" ORDER BY "+column)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rows.Close()
+				var out []bucket
+				for rows.Next() {
+					var b bucket
+					var q []float64
+					if err := rows.Scan(&b.start, &b.n, &q); err != nil {
+						t.Fatal(err)
+					}
+					b.p50 = schema.LatencyMS(q[0])
+					out = append(out, b)
+				}
+				return out
+			}
+			p50 := schema.LatencyMS(latencyBin(10)) // every request took 10 ms
+			at := func(d time.Duration, n uint64) bucket { return bucket{hour.Add(d), n, p50} }
+			if got, want := read("requests_5m", "start"), []bucket{
+				at(-10*24*time.Hour+10*time.Minute, 1), at(-2*24*time.Hour+10*time.Minute, 1), at(-2*time.Hour+10*time.Minute, 4),
+			}; !slices.Equal(got, want) {
+				t.Errorf("got requests_5m %v; want %v", got, want)
+			}
+			if got, want := read("requests_1h", "start"), []bucket{
+				at(-10*24*time.Hour, 2), at(-2*24*time.Hour, 1), at(-2*time.Hour, 4),
+			}; !slices.Equal(got, want) {
+				t.Errorf("got requests_1h %v; want %v", got, want)
 			}
 		})
 	}
@@ -211,12 +318,33 @@ func insertAt(t *testing.T, s *chstore.Store, ts ...time.Time) {
 	}
 }
 
-// partitions lists "table/partition" of the active parts of the
-// retention-managed tables, sorted.
+// rollups are the rollup tables, in the order retention handles them. Every
+// request lands in each of them.
+var rollups = []string{"requests_1m", "requests_5m", "requests_1h"}
+
+// everyRollup replaces each "requests_1m/partition" of want with that
+// partition of every rollup table, in the order of rollups.
+func everyRollup(want []string) []string {
+	var out []string
+	for _, w := range want {
+		part, ok := strings.CutPrefix(w, "requests_1m/")
+		if !ok {
+			out = append(out, w)
+			continue
+		}
+		for _, r := range rollups {
+			out = append(out, r+"/"+part)
+		}
+	}
+	return out
+}
+
+// partitions lists "table/partition" of the active parts of requests and
+// the rollups, sorted.
 func partitions(t *testing.T, s *chstore.Store) []string {
 	t.Helper()
 	rows, err := s.Query(ctx(t), "SELECT DISTINCT table, partition FROM system.parts WHERE active AND database = "+
-		chstore.Quote(s.Database())+" AND table IN ('requests', 'requests_1m')")
+		chstore.Quote(s.Database())+" AND table IN ('requests', '"+strings.Join(rollups, "', '")+"')")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +372,8 @@ func TestDropExpired(t *testing.T) {
 		now        time.Time
 		rows       []time.Time
 		wantRaw    []string // dropped with DefaultRetention
-		wantRollup []string // then dropped with a rollup retention of a day
-		wantLeft   []string
+		wantRollup []string // then dropped with a rollup retention of a day (requests_1m/P: P of every rollup)
+		wantLeft   []string // requests_1m/P: P of every rollup
 	}{
 		{
 			name: "40 days, 10 days, today",
@@ -301,11 +429,13 @@ func TestDropExpired(t *testing.T) {
 						t.Errorf("default retention: got %q, %v; want %q", got, err, tt.wantRaw)
 					}
 					got, err = schema.DropExpired(c, s, shortRollup, tt.now)
-					if err != nil || !slices.Equal(got, tt.wantRollup) {
-						t.Errorf("rollup retention 1 day: got %q, %v; want %q", got, err, tt.wantRollup)
+					if want := everyRollup(tt.wantRollup); err != nil || !slices.Equal(got, want) {
+						t.Errorf("rollup retention 1 day: got %q, %v; want %q", got, err, want)
 					}
-					if got := partitions(t, s); !slices.Equal(got, tt.wantLeft) {
-						t.Errorf("got partitions %q left; want %q", got, tt.wantLeft)
+					wantLeft := everyRollup(tt.wantLeft)
+					sort.Strings(wantLeft)
+					if got := partitions(t, s); !slices.Equal(got, wantLeft) {
+						t.Errorf("got partitions %q left; want %q", got, wantLeft)
 					}
 					got, err = schema.DropExpired(c, s, shortRollup, tt.now)
 					if err != nil || len(got) != 0 {
@@ -330,8 +460,8 @@ func TestDropExpiredRefusesShortRetention(t *testing.T) {
 			t.Errorf("ApplyTTL %+v: got no error; want one", r)
 		}
 	}
-	if got := partitions(t, s); len(got) != 2 {
-		t.Errorf("got partitions %q; want the raw and the rollup one", got)
+	if got := partitions(t, s); len(got) != 1+len(rollups) {
+		t.Errorf("got partitions %q; want the raw one and one of each rollup", got)
 	}
 }
 
@@ -404,19 +534,25 @@ func TestApplyTTL(t *testing.T) {
 		s := stores["chdb"]
 		tests := []struct {
 			r           schema.Retention
-			raw, rollup string // the TTL in engine_full
+			raw, rollup string // the TTL in engine_full, after the time column
 		}{
-			{schema.DefaultRetention, "TTL ts + toIntervalDay(30) ", "TTL minute + toIntervalDay(400) "},
-			{schema.DefaultRetention, "TTL ts + toIntervalDay(30) ", "TTL minute + toIntervalDay(400) "}, // again: no-op
-			{schema.Retention{Raw: 3 * day, Rollup: 40 * day}, "TTL ts + toIntervalDay(3) ", "TTL minute + toIntervalDay(40) "},
-			{schema.Retention{Raw: 36 * time.Hour, Rollup: 40 * day}, "TTL ts + toIntervalDay(2) ", "TTL minute + toIntervalDay(40) "},
-			{schema.Retention{Raw: 30 * day, Rollup: 400 * day}, "TTL ts + toIntervalDay(30) ", "TTL minute + toIntervalDay(400) "},
+			{schema.DefaultRetention, "toIntervalDay(30) ", "toIntervalDay(400) "},
+			{schema.DefaultRetention, "toIntervalDay(30) ", "toIntervalDay(400) "}, // again: no-op
+			{schema.Retention{Raw: 3 * day, Rollup: 40 * day}, "toIntervalDay(3) ", "toIntervalDay(40) "},
+			{schema.Retention{Raw: 36 * time.Hour, Rollup: 40 * day}, "toIntervalDay(2) ", "toIntervalDay(40) "},
+			{schema.Retention{Raw: 30 * day, Rollup: 400 * day}, "toIntervalDay(30) ", "toIntervalDay(400) "},
 		}
 		for _, tt := range tests {
 			if err := schema.ApplyTTL(ctx(t), s, tt.r); err != nil {
 				t.Fatalf("ApplyTTL %+v: %v", tt.r, err)
 			}
-			for table, want := range map[string]string{"requests": tt.raw, "requests_1m": tt.rollup} {
+			wants := map[string]string{
+				"requests":    "TTL ts + " + tt.raw,
+				"requests_1m": "TTL minute + " + tt.rollup,
+				"requests_5m": "TTL start + " + tt.rollup,
+				"requests_1h": "TTL start + " + tt.rollup,
+			}
+			for table, want := range wants {
 				if got := engineFull(t, s, table); !strings.Contains(got, want) || strings.Count(got, " TTL ") != 1 {
 					t.Errorf("ApplyTTL %+v: got %s engine %q; want one TTL, %q", tt.r, table, got, want)
 				}
@@ -425,13 +561,20 @@ func TestApplyTTL(t *testing.T) {
 	})
 	t.Run("clickhouse", func(t *testing.T) {
 		s := stores["clickhouse"]
-		before := engineFull(t, s, "requests") + engineFull(t, s, "requests_1m")
+		engines := func() string {
+			var all string
+			for _, table := range append([]string{"requests"}, rollups...) {
+				all += engineFull(t, s, table) + "\n"
+			}
+			return all
+		}
+		before := engines()
 		for range 2 {
 			if err := schema.ApplyTTL(ctx(t), s, schema.DefaultRetention); err != nil {
 				t.Fatalf("ApplyTTL on %s: got %v; want no-op", s.Version(), err)
 			}
 		}
-		if after := engineFull(t, s, "requests") + engineFull(t, s, "requests_1m"); after != before || strings.Contains(after, "TTL") {
+		if after := engines(); after != before || strings.Contains(after, "TTL") {
 			t.Errorf("ApplyTTL on %s changed the engines:\nbefore %q\nafter  %q", s.Version(), before, after)
 		}
 	})
@@ -447,10 +590,11 @@ func quantileExact(sorted []float64, level float64) float64 {
 	return sorted[int(level*float64(len(sorted)))]
 }
 
-// TestRollupAccuracy is the accuracy requirement of the one-minute rollup:
-// over a day of a known lognormal sample, the percentiles merged from the
-// per-minute t-digest states are within 1% of the exact ones, and counts,
-// sums and max are exact.
+// TestRollupAccuracy is the accuracy requirement of the rollups: over a day
+// of a known lognormal sample, the percentiles merged from the per-minute
+// t-digest states are within 1% of the exact ones, those of the five-minute
+// and one-hour latency histograms come from the bins of the exact ones
+// (within 0.75%), and counts, sums and max are exact in each.
 func TestRollupAccuracy(t *testing.T) {
 	const (
 		n     = 200_000
@@ -555,6 +699,129 @@ func TestRollupAccuracy(t *testing.T) {
 					name, l*100, q[i], exact[i], rel*100, states, minutes)
 				if math.Abs(rel) > 0.01 {
 					t.Errorf("P%g: got %v; want %v within 1%% (relative error %+.3f%%)", l*100, q[i], exact[i], rel*100)
+				}
+			}
+
+			// The histogram rollups; n * level is a whole number at every
+			// level, where quantilesTiming alone would pick one rank lower
+			// than quantileExact.
+			for _, table := range []string{"requests_5m", "requests_1h"} {
+				var count, e4, e5 uint64
+				var sum, maxD float64
+				var bins []float64
+				err := s.QueryRow(c, "SELECT countMerge(requests), sumMerge(errors_4xx), sumMerge(errors_5xx), sumMerge(duration_sum), "+
+					"maxMerge(duration_max), "+schema.LatencyQuantiles+" FROM "+s.T(table),
+					&count, &e4, &e5, &sum, &maxD, &bins)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if count != n || e4 != want4xx || e5 != want5xx || maxD != rawMax {
+					t.Errorf("%s: got count %d, 4xx %d, 5xx %d, max %v; want %d, %d, %d, %v", table, count, e4, e5, maxD, n, want4xx, want5xx, rawMax)
+				}
+				if rel := math.Abs(sum-wantSum) / wantSum; rel > 1e-9 {
+					t.Errorf("%s: got duration sum %v; want %v (relative error %.3g > 1e-9)", table, sum, wantSum, rel)
+				}
+				if len(bins) != len(levels) {
+					t.Fatalf("%s: got %d quantiles; want %d", table, len(bins), len(levels))
+				}
+				for i, l := range levels {
+					if got, want := bins[i], latencyBin(exact[i]); got != want {
+						t.Errorf("%s P%g: got bin %v; want %v, the bin of exact %v", table, l*100, got, want, exact[i])
+					}
+					got := schema.LatencyMS(bins[i])
+					rel := (got - exact[i]) / exact[i]
+					t.Logf("%s %s P%g: histogram %.4f, exact %.4f, relative error %+.4f%%", name, table, l*100, got, exact[i], rel*100)
+					if math.Abs(rel) > 0.0075 {
+						t.Errorf("%s P%g: got %v; want %v within 0.75%% (relative error %+.3f%%)", table, l*100, got, exact[i], rel*100)
+					}
+				}
+			}
+		})
+	}
+}
+
+// latencyBin is the latency bin holding ms, as the migrations compute it
+// (see 0005_requests_5m.sql).
+func latencyBin(ms float64) float64 {
+	b := math.Floor(math.Log(max(ms, 0.001)*1000) / math.Log(1.015))
+	if ms >= 0.001 {
+		b++
+	}
+	return min(b, 1810)
+}
+
+// TestLatencyQuantilesEmpty: the percentiles of no requests are NaN on
+// both backends (chDB refuses to turn a NaN into an integer).
+func TestLatencyQuantilesEmpty(t *testing.T) {
+	for name, s := range testenv.Backends(t) {
+		t.Run(name, func(t *testing.T) {
+			var bins []float64
+			if err := s.QueryRow(ctx(t), "SELECT "+schema.LatencyQuantiles+" FROM "+s.T("requests_1h"), &bins); err != nil {
+				t.Fatal(err)
+			}
+			if len(bins) != 3 || !math.IsNaN(bins[0]) || !math.IsNaN(schema.LatencyMS(bins[0])) {
+				t.Errorf("got %v; want three NaN", bins)
+			}
+		})
+	}
+}
+
+// TestLatencyBins follows single response times from 0 to a day through
+// the views of both histogram rollups: each comes back as its bin, and
+// LatencyMS reads that within 0.75% (0 below 0.001 ms).
+func TestLatencyBins(t *testing.T) {
+	values := []float64{0, 0.0001, 0.000999, 0.001, 0.001015, 0.0011, 0.0625, 1, 2.5, 26.2, 26.5, 100, 1000, 60_000, 3_600_000, 86_400_000}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 500 {
+		values = append(values, math.Round(math.Exp(r.Float64()*math.Log(86_400_000_000))-1)/1000) // 1 µs to a day, log-uniform
+	}
+	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	ts := make([]time.Time, len(values))
+	status := make([]uint16, len(values))
+	for i := range values {
+		ts[i], status[i] = base.Add(time.Duration(i)*time.Hour), 200 // one request per hour: one per state
+	}
+	for name, s := range testenv.Backends(t) {
+		t.Run(name, func(t *testing.T) {
+			c := ctx(t)
+			if err := s.Insert(c, "", "requests", requestColumns(ts, values, status)); err != nil {
+				t.Fatal(err)
+			}
+			for _, table := range []string{"requests_5m", "requests_1h"} {
+				rows, err := s.Query(c, "SELECT start, "+schema.LatencyQuantiles+" FROM "+s.T(table)+" GROUP BY start ORDER BY start")
+				if err != nil {
+					t.Fatal(err)
+				}
+				i := 0
+				for ; rows.Next(); i++ {
+					var start time.Time
+					var bins []float64
+					if err := rows.Scan(&start, &bins); err != nil {
+						t.Fatal(err)
+					}
+					if i >= len(values) || !start.Equal(ts[i]) {
+						t.Fatalf("%s: got state %d at %v; want one per request at %v", table, i, start, ts[min(i, len(ts)-1)])
+					}
+					v := values[i]
+					// ln may differ in the last bit between Go and ClickHouse,
+					// which would move a value on a bin's edge (0.001015 ms) into
+					// its neighbour.
+					if want := latencyBin(v); len(bins) != 3 || bins[0] != bins[2] || math.Abs(bins[0]-want) > 1 || bins[0] != want && v != 0.001015 {
+						t.Errorf("%s: %v ms: got bins %v; want %v", table, v, bins, want)
+						continue
+					}
+					got := schema.LatencyMS(bins[0])
+					if v < 0.001 {
+						if got != 0 {
+							t.Errorf("%s: %v ms: got %v; want 0", table, v, got)
+						}
+					} else if rel := math.Abs(got-v) / v; rel > 0.0075 {
+						t.Errorf("%s: %v ms: got %v (bin %v); want within 0.75%% (%.3f%%)", table, v, got, bins[0], rel*100)
+					}
+				}
+				rows.Close()
+				if i != len(values) {
+					t.Errorf("%s: got %d states; want %d", table, i, len(values))
 				}
 			}
 		})
