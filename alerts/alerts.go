@@ -11,7 +11,7 @@
 // re-sent transition is dropped by the stream's duplicate window. The
 // stream PULSE_ALERTS (limits retention, file storage, 30 days) keeps them
 // for replay; History copies them into the ClickHouse table alerts
-// (schema.sql) for history queries. An alert is published twice: once
+// (schema/migrations/0008_alerts.sql) for history queries. An alert is published twice: once
 // firing, once resolved, both with the same id. Only a failure can repeat
 // a publication (a process dying between recording a transition and
 // publishing it, or a publish whose acknowledgement was lost): the

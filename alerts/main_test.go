@@ -189,11 +189,11 @@ func mustParse(t testing.TB, yaml string) *rules.Set {
 	return s
 }
 
-// createAlertsTable creates the history table from schema.sql, as the
-// migration that will hold it does.
+// createAlertsTable creates the history table from its migration, for
+// tests that dropped it; testenv's stores are migrated.
 func createAlertsTable(t testing.TB, s *chstore.Store) {
 	t.Helper()
-	ddl, err := os.ReadFile("schema.sql")
+	ddl, err := os.ReadFile("../schema/migrations/0008_alerts.sql")
 	if err != nil {
 		t.Fatal(err)
 	}

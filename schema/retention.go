@@ -32,6 +32,7 @@ var partitioned = []struct {
 	{"requests_1h", "200601", "start", true},
 	{"resources", "20060102", "ts", false},
 	{"health_checks", "20060102", "ts", false},
+	{"alerts", "200601", "ts", true},
 }
 
 // Validate checks that both retentions are at least a day.

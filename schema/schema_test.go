@@ -109,11 +109,14 @@ func TestMigrate(t *testing.T) {
 		"requests_5m_mv":    "MaterializedView",
 		"requests_1h":       "AggregatingMergeTree",
 		"requests_1h_mv":    "MaterializedView",
+		"validation_runs":   "MergeTree",
+		"audit_log":         "MergeTree",
+		"alerts":            "MergeTree",
 		"schema_migrations": "MergeTree",
 		"resources":         "MergeTree",
 		"health_checks":     "MergeTree",
 	}
-	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h"
+	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h,validation,alerts"
 	for name, s := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
 			c := ctx(t)

@@ -133,7 +133,7 @@ func (e *evaluation) gdpr() []Control {
 		var n uint64
 		err := st.QueryRow(e.ctx, "SELECT count() FROM "+st.T("audit_log")+" WHERE action = 'user_metrics_erasure' AND outcome = 'completed'", &n)
 		if err != nil {
-			erasure.fail("The audit log cannot be read ("+cause(err)+"), so erasures could not be recorded.", "Create the audit_log table (validate/schema.sql) and check ClickHouse's health.")
+			erasure.fail("The audit log cannot be read ("+cause(err)+"), so erasures could not be recorded.", "Apply the schema migrations (pulse migrate) and check ClickHouse's health.")
 			break
 		}
 		erasure.pass(fmt.Sprintf("DELETE %s erases a user's rows from requests (ALTER TABLE ... DELETE on ClickHouse %s) and records request and outcome in audit_log; %d erasures completed so far.",
@@ -168,7 +168,7 @@ func (e *evaluation) sox() []Control {
 		case err != nil:
 			trail.fail("The audit tables cannot be read ("+cause(err)+").", "Check ClickHouse's health (GET /readyz).")
 		case tables < 2:
-			trail.fail("The audit_log and validation_runs tables do not exist, so admin actions are not recorded.", "Apply the validation migration (validate/schema.sql).")
+			trail.fail("The audit_log and validation_runs tables do not exist, so admin actions are not recorded.", "Apply the schema migrations (pulse migrate).")
 		default:
 			trail.pass(fmt.Sprintf("Every validation run, compliance report and erasure is recorded in audit_log with principal, time, action, target and outcome, without expiry; %d records in the last 90 days.", n))
 		}

@@ -44,7 +44,13 @@ func compliantWorld(t *testing.T) (Config, Deps) {
 func brokenWorld(t *testing.T) (Config, Deps) {
 	e := newPG(t, adminURL())
 	e.load(t, "clean", "sensitive_columns")
-	st := testenv.ClickHouse(t) // without the audit tables
+	st := testenv.ClickHouse(t)
+	// The broken world has never been migrated for validation: no audit tables.
+	for _, table := range []string{"audit_log", "validation_runs"} {
+		if err := st.Exec(context.Background(), "DROP TABLE IF EXISTS "+st.T(table)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	insertRequests(t, st, append(traffic("/api/forms", 100, 5, 503, 900), traffic("/api/clients", 100, 0, 200, 100)...))
 	insertResources(t, st, map[string]float64{"cpu web-1": 0.5, "memory web-1": 0.9})
 	return e.config(), Deps{

@@ -94,16 +94,3 @@ func TestStoreVersion(t *testing.T) {
 		}
 	}
 }
-
-func TestStatements(t *testing.T) {
-	stmts := statements("db1")
-	if len(stmts) != 2 || !strings.HasPrefix(stmts[0], "CREATE TABLE IF NOT EXISTS `db1`.validation_runs") ||
-		!strings.HasPrefix(stmts[1], "CREATE TABLE IF NOT EXISTS `db1`.audit_log") {
-		t.Errorf("statements %q", stmts)
-	}
-	for _, s := range stmts {
-		if strings.Contains(s, "--") || strings.Contains(s, "{{") {
-			t.Errorf("statement keeps a comment or placeholder: %q", s)
-		}
-	}
-}

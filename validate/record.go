@@ -2,7 +2,6 @@ package validate
 
 import (
 	"context"
-	_ "embed"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,26 +14,6 @@ import (
 	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/httpapi"
 )
-
-//go:embed schema.sql
-var ddl string
-
-// statements returns the DDL of schema.sql for database db.
-func statements(db string) []string {
-	var out []string
-	for _, stmt := range strings.Split(ddl, ";\n") {
-		var b strings.Builder
-		for _, line := range strings.Split(stmt, "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(line), "--") {
-				b.WriteString(line + "\n")
-			}
-		}
-		if s := strings.TrimSpace(b.String()); s != "" {
-			out = append(out, strings.ReplaceAll(s, "{{db}}", "`"+db+"`"))
-		}
-	}
-	return out
-}
 
 func newID() string { return uuid.NewString() }
 

@@ -39,7 +39,7 @@
 //
 // Every validation run is stored in ClickHouse (validation_runs, with its
 // findings) and every admin action of this package (validation, compliance
-// report, erasure) in audit_log, with the principal and the time; schema.sql
+// report, erasure) in audit_log, with the principal and the time; schema/migrations/0007_validation.sql
 // holds their DDL. A run that is not valid publishes an alert on
 // pulse.alerts.<severity>.architecture_validation.
 package validate

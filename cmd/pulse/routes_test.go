@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/wedsync/pulse/alerts/rules"
 	"github.com/wedsync/pulse/internal/auth"
-	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/metrics"
@@ -86,7 +84,6 @@ func newRouterEnv(t *testing.T) *routerEnv {
 	ns := testenv.NATS(t)
 	nc, js := testenv.Connect(t, ns.ClientURL())
 	store := testenv.ClickHouse(t)
-	createPackageTables(t, store)
 
 	// The flags as serve reads and completes them.
 	var f serveFlags
@@ -136,39 +133,6 @@ func newRouterEnv(t *testing.T) *routerEnv {
 		"exp": now.Add(time.Hour).Unix()})
 	env.routes = routerRoutes(t, e)
 	return env
-}
-
-// packageSchemas hold the ClickHouse tables of the alerts and validate
-// packages (alert history; validation runs and the audit log), which no
-// migration of schema/migrations creates yet. Until one does, the route
-// tests create them, so that their routes can answer 2xx.
-var packageSchemas = []string{"../../alerts/schema.sql", "../../validate/schema.sql"}
-
-func createPackageTables(t *testing.T, store *chstore.Store) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, file := range packageSchemas {
-		ddl, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, stmt := range strings.Split(string(ddl), ";\n") {
-			var lines []string
-			for _, l := range strings.Split(stmt, "\n") {
-				if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-					lines = append(lines, l)
-				}
-			}
-			stmt = strings.TrimSuffix(strings.TrimSpace(strings.Join(lines, "\n")), ";")
-			if stmt == "" {
-				continue
-			}
-			if err := store.Exec(ctx, strings.ReplaceAll(stmt, "{{db}}", "`"+store.Database()+"`")); err != nil {
-				t.Fatalf("%s: %v", file, err)
-			}
-		}
-	}
 }
 
 func signJWT(t *testing.T, secret []byte, claims jwt.MapClaims) string {

@@ -71,7 +71,7 @@ type serveFlags struct {
 
 func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
 	raw := fs.Duration("retention-raw", schema.DefaultRetention.Raw, "how long raw events are kept")
-	rollup := fs.Duration("retention-rollup", schema.DefaultRetention.Rollup, "how long 1-minute rollups are kept")
+	rollup := fs.Duration("retention-rollup", schema.DefaultRetention.Rollup, "how long rollups and alert history are kept")
 	return func() (schema.Retention, error) {
 		r := schema.Retention{Raw: *raw, Rollup: *rollup}
 		if err := r.Validate(); err != nil {

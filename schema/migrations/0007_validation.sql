@@ -1,7 +1,5 @@
--- Tables of the validate package. The integrator moves them into
--- schema/migrations (as 0005_validation.sql); until then tests create them
--- from this file. Both hold admin actions and have no TTL and no
--- retention: SOX wants the audit trail kept (seven years), and the rows
+-- Tables of the validate package. Both hold admin actions and have no TTL
+-- and no retention: SOX wants the audit trail kept (seven years), and the rows
 -- hold no personal data (the subject of an erasure is stored as a SHA-256).
 
 -- One row per architecture validation run, with its findings as a JSON
