@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
 
 	"github.com/wedsync/pulse/internal/testenv"
 )
@@ -38,6 +40,27 @@ func TestServeEmbedded(t *testing.T) {
 		t.Fatal("a generated token appears in the log")
 	}
 
+	// Alert subscribers on the embedded NATS learn of the slow and the
+	// failed request (the spec's instant rules) within a second.
+	var natsURL string
+	for _, l := range p.logLines() {
+		if l["message"] == "embedded NATS server with JetStream is listening" {
+			natsURL = fmt.Sprint(l["url"])
+		}
+	}
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatalf("connect to the embedded NATS at %q: %v", natsURL, err)
+	}
+	defer nc.Close()
+	alertsSeen := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe("pulse.alerts.>", alertsSeen); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
 	body := `{"endpoint":"/api/clients/1","response_time_ms":42,"status_code":200,"service":"web"}
 {"endpoint":"/api/forms","response_time_ms":130.5,"status_code":201,"service":"web","method":"POST"}
 {"endpoint":"/api/payments","response_time_ms":5400,"status_code":502,"service":"api","error_message":"upstream timeout"}`
@@ -54,6 +77,21 @@ func TestServeEmbedded(t *testing.T) {
 		t.Fatalf("POST metrics: %d %s; want 202 {\"accepted\":3}", resp.StatusCode, got)
 	}
 	sentAt := time.Now()
+	firing := map[string]bool{}
+	for timeout := time.After(time.Second); len(firing) < 2; {
+		select {
+		case m := <-alertsSeen:
+			var a struct{ Rule, State string }
+			if json.Unmarshal(m.Data, &a) == nil && a.State == "firing" {
+				firing[a.Rule] = true
+			}
+		case <-timeout:
+			t.Fatalf("within 1 s of the 202, firing alerts %v; want slow_response and server_error", firing)
+		}
+	}
+	if !firing["slow_response"] || !firing["server_error"] {
+		t.Errorf("firing alerts %v; want slow_response and server_error", firing)
+	}
 
 	var stats StatsBody
 	// Poll every 100 ms (not faster: the admin rate limit applies).
