@@ -2,18 +2,13 @@ package validate
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
-	"net"
-	"os"
 	"strconv"
-	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/wedsync/pulse/internal/safeerr"
 )
 
 // marker starts every statement the validator sends, so that the slow
@@ -166,60 +161,13 @@ func isPrivilegeError(err error) bool {
 // pgIdent quotes a catalogue identifier for SQL text.
 func pgIdent(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
-// cause says in a few fixed words why err happened: driver errors quote
-// hosts, users and DSNs, none of which may leave the validator.
-func cause(err error) string {
-	var (
-		pgErr   *pgconn.PgError
-		dnsErr  *net.DNSError
-		netErr  net.Error
-		certErr *tls.CertificateVerificationError
-	)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.As(err, &pgErr):
-		return pgCause(pgErr.Code)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return "connection reset"
-	case errors.As(err, &dnsErr):
-		return "name not resolved"
-	case errors.As(err, &certErr):
-		return "tls handshake failed"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return "connection closed"
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout"
-	}
-	return "error"
-}
-
-// pgCause names the Postgres error classes a check can meet.
-func pgCause(code string) string {
-	switch {
-	case code == "28P01" || code == "28000":
-		return "authentication failed"
-	case code == "3D000":
-		return "database does not exist"
-	case code == "53300":
-		return "too many connections"
-	case code == "57014":
-		return "statement timeout"
-	case code == "55P03":
-		return "lock timeout"
-	case strings.HasPrefix(code, "57P"):
-		return "database shutting down"
-	case strings.HasPrefix(code, "08"):
-		return "connection failure"
-	case strings.HasPrefix(code, "42"):
-		return "permission or syntax error"
-	}
-	return "database error " + code
-}
+// cause and pgCause map errors to safe words (see internal/safeerr):
+// driver errors quote hosts, users and DSNs, none of which may leave the
+// validator.
+var (
+	cause   = safeerr.Cause
+	pgCause = safeerr.PGCause
+)
 
 // rows runs a query with args and, for each row, scans it into dest and
 // calls each.

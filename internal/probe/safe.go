@@ -1,105 +1,23 @@
 package probe
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
-	"io"
 	"math"
-	"net"
-	"os"
 	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/safeerr"
 )
 
-// The error texts of drivers and HTTP clients quote what they tried to
-// reach: a URL with its query (an apikey), a host and port, a user name.
-// None of it may leave the probe. cause maps an error to one phrase of a
-// fixed vocabulary, which is all that details and log lines ever carry.
-
-// cause says in a few fixed words why err happened.
-func cause(err error) string {
-	var (
-		pgErr   *pgconn.PgError
-		dnsErr  *net.DNSError
-		netErr  net.Error
-		certErr *tls.CertificateVerificationError
-		recErr  tls.RecordHeaderError
-		alert   tls.AlertError
-		unkAuth x509.UnknownAuthorityError
-		host    x509.HostnameError
-		inval   x509.CertificateInvalidError
-		apiErr  *jetstream.APIError
-	)
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.As(err, &pgErr):
-		return pgCause(pgErr.Code)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return "connection reset"
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return "no route to host"
-	case errors.As(err, &dnsErr):
-		return "name not resolved"
-	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &host), errors.As(err, &inval),
-		errors.As(err, &recErr), errors.As(err, &alert):
-		return "tls handshake failed"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return "connection closed"
-	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
-		return "no stream responded"
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
-		return "not connected"
-	case errors.Is(err, nats.ErrTimeout):
-		return "timeout"
-	case errors.As(err, &apiErr):
-		return "jetstream error " + strconv.Itoa(int(apiErr.ErrorCode))
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout"
-	}
-	return "error"
-}
-
-// pgCause names the Postgres error classes a probe can meet.
-func pgCause(code string) string {
-	switch {
-	case code == "28P01" || code == "28000":
-		return "authentication failed"
-	case code == "3D000":
-		return "database does not exist"
-	case code == "53300":
-		return "too many connections"
-	case code == "57P03":
-		return "database not accepting connections"
-	case code == "57014":
-		return "statement timeout"
-	case strings.HasPrefix(code, "57P"):
-		return "database shutting down"
-	case strings.HasPrefix(code, "42"):
-		return "permission or syntax error"
-	case strings.HasPrefix(code, "08"):
-		return "connection failure"
-	}
-	return "database error"
-}
+// cause and pgCause map errors to safe words (see internal/safeerr): the
+// error texts of drivers quote hosts, users and URLs, none of which may
+// leave the probe.
+var (
+	cause   = safeerr.Cause
+	pgCause = safeerr.PGCause
+)
 
 // notConfigured is the result of a component or target that has no
 // configuration. configured=false tells the query API to leave it out of
