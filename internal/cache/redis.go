@@ -3,16 +3,14 @@ package cache
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/internal/safeerr"
 )
 
 // DefaultTimeout bounds each Redis call of a Redis cache.
@@ -169,31 +167,5 @@ func (r *Redis) succeeded() {
 }
 
 // errorKind names the kind of a Redis failure for a log line, without
-// quoting the error, whose text can hold Redis's address. (The same as
-// ratelimit's.)
-func errorKind(err error) string {
-	var ne net.Error
-	var re redis.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection_refused"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return "connection_lost"
-	case errors.Is(err, redis.ErrPoolTimeout):
-		return "pool_timeout"
-	case errors.Is(err, redis.ErrClosed):
-		return "client_closed"
-	case errors.As(err, &re):
-		code, _, _ := strings.Cut(re.Error(), " ")
-		if code != "" && len(code) <= 16 && strings.Trim(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == "" {
-			return "redis_" + strings.ToLower(code)
-		}
-		return "redis_error"
-	}
-	return "other"
-}
+// quoting the error, whose text can hold Redis's address.
+var errorKind = safeerr.RedisKind

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wedsync/pulse/internal/safeerr"
 )
 
 // DefaultTimeout bounds each Redis call of a Redis limiter.
@@ -103,31 +101,4 @@ func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, err
 
 // errorKind names the kind of a Redis failure for a log line, without
 // quoting the error, whose text can hold Redis's address.
-func errorKind(err error) string {
-	var ne net.Error
-	var re redis.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection_refused"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return "connection_lost"
-	case errors.Is(err, redis.ErrPoolTimeout):
-		return "pool_timeout"
-	case errors.Is(err, redis.ErrClosed):
-		return "client_closed"
-	case errors.As(err, &re):
-		// A Redis error reply starts with its code: ERR, LOADING, OOM,
-		// READONLY, NOSCRIPT, ... The rest may name addresses (MOVED).
-		code, _, _ := strings.Cut(re.Error(), " ")
-		if code != "" && len(code) <= 16 && strings.Trim(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == "" {
-			return "redis_" + strings.ToLower(code)
-		}
-		return "redis_error"
-	}
-	return "other"
-}
+var errorKind = safeerr.RedisKind

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 )
 
 // Cause says in a few fixed words why err happened.
@@ -95,4 +96,36 @@ func PGCause(code string) string {
 		return "connection failure"
 	}
 	return "database error " + code
+}
+
+// RedisKind names the kind of a Redis failure (timeout, connection_refused,
+// redis_<code>, ...) for a log line or a metric label, without quoting the
+// error, whose text can hold Redis's address.
+func RedisKind(err error) string {
+	var ne net.Error
+	var re redis.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection_refused"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "connection_lost"
+	case errors.Is(err, redis.ErrPoolTimeout):
+		return "pool_timeout"
+	case errors.Is(err, redis.ErrClosed):
+		return "client_closed"
+	case errors.As(err, &re):
+		// A Redis error reply starts with its code: ERR, LOADING, OOM,
+		// READONLY, NOSCRIPT, ... The rest may name addresses (MOVED).
+		code, _, _ := strings.Cut(re.Error(), " ")
+		if code != "" && len(code) <= 16 && strings.Trim(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == "" {
+			return "redis_" + strings.ToLower(code)
+		}
+		return "redis_error"
+	}
+	return "other"
 }
