@@ -404,7 +404,7 @@ func TestGetOrLoadSeparateCaches(t *testing.T) {
 func TestRedisDown(t *testing.T) {
 	srv := startRedisServer(t)
 	var log bytes.Buffer
-	r, err := NewRedis(srv.client(), "", zerolog.New(&log))
+	r, err := NewRedis(srv.Client(), "", zerolog.New(&log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("Get = %q, %v; want the cached value", v, ok)
 	}
 
-	srv.stop()
+	srv.Stop()
 	var loads int
 	load := func(context.Context) (answer, error) { loads++; return answer{Status: "loaded"}, nil }
 	for i := range 10 {
@@ -440,11 +440,11 @@ func TestRedisDown(t *testing.T) {
 	if lines != 1 {
 		t.Errorf("log has %d failure lines; want 1:\n%s", lines, log.String())
 	}
-	if strings.Contains(log.String(), srv.addr()) {
+	if strings.Contains(log.String(), srv.Addr()) {
 		t.Errorf("log shows Redis's address:\n%s", log.String())
 	}
 
-	srv.start()
+	srv.Start()
 	testenv.Eventually(t, 3*time.Second, "the cache to work again", func() bool {
 		r.Set(ctx, "back", []byte("1"), time.Minute)
 		_, ok := r.Get(ctx, "back")
@@ -459,7 +459,7 @@ func TestRedisDown(t *testing.T) {
 // no more than the timeout.
 func TestRedisHangs(t *testing.T) {
 	srv := startRedisServer(t)
-	r, err := NewRedis(srv.client(), "", zerolog.Nop())
+	r, err := NewRedis(srv.Client(), "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,8 +467,8 @@ func TestRedisHangs(t *testing.T) {
 	r.SetTimeout(30 * time.Millisecond)
 	ctx := context.Background()
 	r.Set(ctx, "k", []byte("v"), time.Minute)
-	srv.pause()
-	defer srv.resume()
+	srv.Pause()
+	defer srv.Resume()
 	for range 3 {
 		start := time.Now()
 		if _, ok := r.Get(ctx, "k"); ok {
@@ -489,12 +489,12 @@ func TestRedisHangs(t *testing.T) {
 func TestRedisLogsOncePerInterval(t *testing.T) {
 	srv := startRedisServer(t)
 	var log bytes.Buffer
-	r, err := NewRedis(srv.client(), "", zerolog.New(&log))
+	r, err := NewRedis(srv.Client(), "", zerolog.New(&log))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.retryEvery = 0
-	srv.stop()
+	srv.Stop()
 	ctx := context.Background()
 	for range 20 {
 		r.Get(ctx, "k")

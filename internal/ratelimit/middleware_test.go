@@ -198,7 +198,7 @@ func TestMiddlewareRefill(t *testing.T) {
 // pauses and restarts.
 type outage struct {
 	*api
-	srv    *redisServer
+	srv    *testenv.RedisServer
 	client *redis.Client
 	key    string // ops's admin bucket in Redis
 }
@@ -206,7 +206,7 @@ type outage struct {
 func newOutage(t *testing.T, policy Policy, limit Limit) (*outage, *middleware) {
 	t.Helper()
 	srv := startRedisServer(t)
-	client := srv.client()
+	client := srv.Client()
 	r := newRedisLimiter(t, client, "pulse:rl:")
 	a := newAPI(t)
 	m := newMiddleware(r, ClassAdmin, limit, NewMemory(), policy, zerolog.New(a.log))
@@ -256,7 +256,7 @@ func TestMiddlewareRedisKilled(t *testing.T) {
 		t.Fatal("ops's bucket is not in Redis")
 	}
 
-	o.srv.stop()
+	o.srv.Stop()
 	// The in-process buckets start full: 5 more allowed, then refused.
 	for i := range 8 {
 		rec := o.timedHealth(t, 200*time.Millisecond)
@@ -281,11 +281,11 @@ func TestMiddlewareRedisKilled(t *testing.T) {
 		!strings.Contains(warn[0], `"class":"admin"`) {
 		t.Errorf("failure line %s; want kind connection_refused or timeout, and class admin", warn[0])
 	}
-	if strings.Contains(warn[0], o.srv.addr()) || strings.Contains(warn[0], strconv.Itoa(o.srv.port)) {
+	if strings.Contains(warn[0], o.srv.Addr()) || strings.Contains(warn[0], o.srv.Addr()[strings.LastIndex(o.srv.Addr(), ":")+1:]) {
 		t.Errorf("failure line %s shows Redis's address", warn[0])
 	}
 
-	o.srv.start() // empty: no persistence
+	o.srv.Start() // empty: no persistence
 	testenv.Eventually(t, 3*time.Second, "Redis used again", func() bool {
 		o.timedHealth(t, 200*time.Millisecond)
 		return o.redisUsed()
@@ -306,11 +306,11 @@ func TestMiddlewareRedisKilled(t *testing.T) {
 func TestMiddlewareRedisHangs(t *testing.T) {
 	o, _ := newOutage(t, Fallback, Limit{Requests: 100, Per: time.Minute})
 	checkHeaders(t, o.timedHealth(t, time.Second), 100, 99)
-	o.srv.pause()
+	o.srv.Pause()
 	resumed := false
 	defer func() {
 		if !resumed {
-			o.srv.resume()
+			o.srv.Resume()
 		}
 	}()
 	// The first request waits for the 50 ms timeout; the next ones do not
@@ -323,7 +323,7 @@ func TestMiddlewareRedisHangs(t *testing.T) {
 	if got := len(o.log.lines(`"kind":"timeout"`)); got != 1 {
 		t.Errorf("log has %d timeout lines; want 1", got)
 	}
-	o.srv.resume()
+	o.srv.Resume()
 	resumed = true
 	// Calls that timed out may still have been counted by Redis once it
 	// resumed (the commands were written), so Redis's use shows as its
@@ -340,7 +340,7 @@ func TestMiddlewareRedisHangs(t *testing.T) {
 func TestMiddlewareLogsOncePerInterval(t *testing.T) {
 	o, m := newOutage(t, Fallback, Limit{Requests: 1000, Per: time.Minute})
 	m.retryEvery = 0 // ask Redis every time
-	o.srv.stop()
+	o.srv.Stop()
 	for range 20 {
 		o.timedHealth(t, 200*time.Millisecond)
 	}
@@ -357,7 +357,7 @@ func TestMiddlewareLogsOncePerInterval(t *testing.T) {
 
 func TestMiddlewareFailOpen(t *testing.T) {
 	o, _ := newOutage(t, FailOpen, Limit{Requests: 2, Per: time.Minute})
-	o.srv.stop()
+	o.srv.Stop()
 	for i := range 5 { // more than the limit
 		rec := o.timedHealth(t, 200*time.Millisecond)
 		if rec.Code != http.StatusOK || rec.Header().Get(HeaderLimit) != "" {
@@ -368,7 +368,7 @@ func TestMiddlewareFailOpen(t *testing.T) {
 
 func TestMiddlewareFailClosed(t *testing.T) {
 	o, _ := newOutage(t, FailClosed, Limit{Requests: 2, Per: time.Minute})
-	o.srv.stop()
+	o.srv.Stop()
 	start := time.Now()
 	rec := o.health(opsToken)
 	if d := time.Since(start); d > 200*time.Millisecond {
@@ -379,7 +379,7 @@ func TestMiddlewareFailClosed(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || body.Error != "unavailable" {
 		t.Errorf("got %d, Retry-After %q, body %q; want 503, 1, code unavailable", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
 	}
-	if strings.Contains(rec.Body.String(), o.srv.addr()) {
+	if strings.Contains(rec.Body.String(), o.srv.Addr()) {
 		t.Errorf("body %q shows Redis's address", rec.Body)
 	}
 }
@@ -443,7 +443,7 @@ func TestMiddlewarePanicsOnBadWiring(t *testing.T) {
 
 func TestErrorKind(t *testing.T) {
 	srv := startRedisServer(t)
-	c := srv.client()
+	c := srv.Client()
 	ctx := context.Background()
 	f := func(err error, want string) {
 		t.Helper()
@@ -458,12 +458,12 @@ func TestErrorKind(t *testing.T) {
 	f(c.Do(ctx, "GET").Err(), "redis_err")
 	f(context.DeadlineExceeded, "timeout")
 	f(context.Canceled, "canceled")
-	srv.pause()
+	srv.Pause()
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
 	f(c.Ping(tctx).Err(), "timeout")
 	cancel()
-	srv.resume()
-	srv.stop()
+	srv.Resume()
+	srv.Stop()
 	f(c.Ping(ctx).Err(), "connection_refused")
 	c.Close()
 	f(c.Ping(ctx).Err(), "client_closed")
