@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
-	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -121,78 +117,25 @@ const maxLimit = 1000
 // parseAlertsQuery reads and checks the parameters, naming every problem.
 func parseAlertsQuery(rawQuery string, now time.Time, defaultSince time.Duration) (alertsQuery, []event.FieldError) {
 	q := alertsQuery{since: now.Add(-defaultSince).Truncate(time.Second), limit: 100}
-	var errs []event.FieldError
-	bad := func(field, msg string) { errs = append(errs, event.FieldError{Field: field, Message: msg}) }
-	vals, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		bad("query", "is not a valid URL query string")
-	}
-	allowed := []string{"state", "severity", "kind", "since", "limit"}
-	names := make([]string, 0, len(vals))
-	for name := range vals {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		switch {
-		case !slices.Contains(allowed, name):
-			bad(safeName(name), "is not a parameter of this route (allowed: "+strings.Join(allowed, ", ")+")")
-		case len(vals[name]) > 1:
-			bad(name, "must be given at most once")
-		}
-	}
-	get := func(name string) (string, bool) {
-		v, ok := vals[name]
-		if !ok || len(v) != 1 {
-			return "", false
-		}
-		return v[0], true
-	}
-	enum := func(name string, values ...string) string {
-		v, ok := get(name)
-		if ok && !slices.Contains(values, v) {
-			bad(name, "must be one of "+strings.Join(values, ", "))
-			return ""
-		}
-		return v
-	}
-	q.state = enum("state", StateFiring, StateResolved)
-	q.severity = enum("severity", rules.Severities...)
-	q.kind = enum("kind", KindAlert, KindScaling)
-	if v, ok := get("since"); ok {
+	p := httpapi.NewParams(rawQuery, "state", "severity", "kind", "since", "limit")
+	q.state = p.Enum("state", "", StateFiring, StateResolved)
+	q.severity = p.Enum("severity", "", rules.Severities...)
+	q.kind = p.Enum("kind", "", KindAlert, KindScaling)
+	if v, ok := p.Get("since"); ok {
 		t, err := time.Parse(time.RFC3339, v)
 		switch {
 		case err != nil:
-			bad("since", "must be an RFC 3339 date-time with a time zone, e.g. 2026-06-20T14:03:00Z")
+			p.Bad("since", "must be an RFC 3339 date-time with a time zone, e.g. 2026-06-20T14:03:00Z")
 		case t.Before(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)):
-			bad("since", "must be after 2000-01-01")
+			p.Bad("since", "must be after 2000-01-01")
 		case t.After(now.Add(5 * time.Minute)):
-			bad("since", "must not be in the future")
+			p.Bad("since", "must not be in the future")
 		default:
 			q.since = t.UTC()
 		}
 	}
-	if v, ok := get("limit"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLimit || strings.TrimLeft(v, "0123456789") != "" {
-			bad("limit", "must be an integer between 1 and "+strconv.Itoa(maxLimit))
-		} else {
-			q.limit = n
-		}
-	}
-	return q, errs
-}
-
-func safeName(name string) string {
-	if len(name) > 64 {
-		name = name[:64]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == 0xfffd {
-			return '?'
-		}
-		return r
-	}, strings.ToValidUTF8(name, "?"))
+	q.limit = p.Int("limit", q.limit, 1, maxLimit)
+	return q, p.Errors()
 }
 
 func (a *API) alerts(c echo.Context) error {
@@ -263,7 +206,7 @@ func (a *API) rules(c echo.Context) error {
 	if len(c.QueryParams()) > 0 {
 		var errs []event.FieldError
 		for name := range c.QueryParams() {
-			errs = append(errs, event.FieldError{Field: safeName(name), Message: "is not a parameter of this route (it takes none)"})
+			errs = append(errs, event.FieldError{Field: httpapi.SafeName(name), Message: "is not a parameter of this route (it takes none)"})
 		}
 		sort.Slice(errs, func(i, j int) bool { return errs[i].Field < errs[j].Field })
 		return httpapi.Errorf(http.StatusBadRequest, "invalid_request", "invalid query parameters", errs...)

@@ -85,9 +85,9 @@ const UptimeDefinition = "share of probe runs that were healthy or degraded, amo
 
 func (a *API) health(c echo.Context) error {
 	p := newParams(c.Request().URL.RawQuery, "component", "detailed")
-	component := p.enum("component", "", event.Components...)
-	detailed := p.boolean("detailed", false)
-	if err := p.err(); err != nil {
+	component := p.Enum("component", "", event.Components...)
+	detailed := p.Bool("detailed", false)
+	if err := p.Err(); err != nil {
 		return err
 	}
 	key := a.cacheKey("health", "component="+component, "detailed="+strconv.FormatBool(detailed))

@@ -146,19 +146,19 @@ type perfQuery struct {
 func (a *API) performance(c echo.Context) error {
 	p := newParams(c.Request().URL.RawQuery, "timeframe", "metric", "service", "endpoint")
 	q := perfQuery{
-		tf:       timeframeNamed(p.enum("timeframe", "24h", "1h", "24h", "7d", "30d")),
-		metric:   p.enum("metric", "", "response_time", "throughput", "error_rate", "resource_usage"),
+		tf:       timeframeNamed(p.Enum("timeframe", "24h", "1h", "24h", "7d", "30d")),
+		metric:   p.Enum("metric", "", "response_time", "throughput", "error_rate", "resource_usage"),
 		service:  p.service("service"),
 		endpoint: p.endpoint("endpoint"),
 	}
 	if q.metric == "resource_usage" {
 		for _, f := range []string{"service", "endpoint"} {
-			if v, _ := p.get(f); v != "" {
-				p.bad(f, "does not apply to metric=resource_usage: resource samples are per host")
+			if v, _ := p.Get(f); v != "" {
+				p.Bad(f, "does not apply to metric=resource_usage: resource samples are per host")
 			}
 		}
 	}
-	if err := p.err(); err != nil {
+	if err := p.Err(); err != nil {
 		return err
 	}
 	key := a.cacheKey("performance", "timeframe="+q.tf.name, "metric="+q.metric, "service="+q.service, "endpoint="+q.endpoint)

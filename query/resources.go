@@ -55,9 +55,9 @@ type ResourceSummary struct {
 
 func (a *API) resources(c echo.Context) error {
 	p := newParams(c.Request().URL.RawQuery, "resource_type", "alert_threshold")
-	rtype := p.enum("resource_type", "", resourceTypes...)
+	rtype := p.Enum("resource_type", "", resourceTypes...)
 	threshold := p.fraction("alert_threshold", DefaultAlertThreshold)
-	if err := p.err(); err != nil {
+	if err := p.Err(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), a.cfg.QueryTimeout)

@@ -9,9 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +99,7 @@ func decodeRequest(c echo.Context) (request, error) {
 		return req, badRequest("invalid body", fieldError(typeErr.Field, "must be "+want))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
-		return req, badRequest("invalid body", fieldError(safeName(name), "is not a field of this request (allowed: "+strings.Join(requestFields, ", ")+")"))
+		return req, badRequest("invalid body", fieldError(httpapi.SafeName(name), "is not a field of this request (allowed: "+strings.Join(requestFields, ", ")+")"))
 	default:
 		return req, badRequest("invalid body", fieldError("body", "is not valid JSON"))
 	}
@@ -136,20 +134,6 @@ func validPairs() string {
 		}
 	}
 	return strings.Join(out, ", ")
-}
-
-// safeName is an unknown field's name as echoed back: printable and short.
-func safeName(name string) string {
-	if len(name) > 64 {
-		name = name[:64]
-	}
-	name = strings.ToValidUTF8(name, "?")
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, name)
 }
 
 func principal(c echo.Context) string {
@@ -262,86 +246,4 @@ func (v *Validator) alert(ctx context.Context, res Result) {
 	if err := v.deps.Publisher.Publish(ctx, "pulse.alerts."+sev+"."+AlertRule, data); err != nil {
 		v.log.Error().Err(err).Str("run_id", res.RunID).Msg("validation alert not published")
 	}
-}
-
-// params reads query parameters strictly: each at most once, unknown ones
-// refused, every problem collected for one 400.
-type params struct {
-	vals url.Values
-	errs []event.FieldError
-}
-
-func newParams(raw string, allowed ...string) *params {
-	vals, err := url.ParseQuery(raw)
-	p := &params{vals: vals}
-	if err != nil {
-		p.bad("query", "is not a valid URL query string")
-	}
-	names := make([]string, 0, len(vals))
-	for name := range vals {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		switch {
-		case !slices.Contains(allowed, name):
-			p.bad(safeName(name), "is not a parameter of this route (allowed: "+strings.Join(allowed, ", ")+")")
-		case len(vals[name]) > 1:
-			p.bad(name, "must be given at most once")
-		}
-	}
-	return p
-}
-
-func (p *params) bad(field, message string) { p.errs = append(p.errs, fieldError(field, message)) }
-
-func (p *params) get(name string) (string, bool) {
-	v, ok := p.vals[name]
-	if !ok || len(v) != 1 {
-		return "", false
-	}
-	return v[0], true
-}
-
-func (p *params) enum(name string, values ...string) string {
-	v, ok := p.get(name)
-	if ok && !slices.Contains(values, v) {
-		p.bad(name, "must be one of "+strings.Join(values, ", "))
-		return ""
-	}
-	return v
-}
-
-func (p *params) boolean(name string, def bool) bool {
-	v, ok := p.get(name)
-	switch {
-	case !ok:
-		return def
-	case v == "true":
-		return true
-	case v == "false":
-		return false
-	}
-	p.bad(name, "must be true or false")
-	return def
-}
-
-func (p *params) integer(name string, def, lo, hi int) int {
-	v, ok := p.get(name)
-	if !ok {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi || len(v) > 4 {
-		p.bad(name, fmt.Sprintf("must be an integer between %d and %d", lo, hi))
-		return def
-	}
-	return n
-}
-
-func (p *params) err() error {
-	if len(p.errs) == 0 {
-		return nil
-	}
-	return badRequest("invalid query parameters", p.errs...)
 }

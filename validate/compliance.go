@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/httpapi"
 )
 
 // Frameworks of GET /architecture/compliance.
@@ -281,10 +282,10 @@ func (v *Validator) Compliance(ctx context.Context, framework string, recommenda
 }
 
 func (v *Validator) serveCompliance(c echo.Context) error {
-	p := newParams(c.QueryString(), "framework", "include_recommendations")
-	fw := p.enum("framework", Frameworks...)
-	recs := p.boolean("include_recommendations", true)
-	if err := p.err(); err != nil {
+	p := httpapi.NewParams(c.QueryString(), "framework", "include_recommendations")
+	fw := p.Enum("framework", "", Frameworks...)
+	recs := p.Bool("include_recommendations", true)
+	if err := p.Err(); err != nil {
 		return err
 	}
 	rep := v.Compliance(c.Request().Context(), fw, recs)

@@ -40,7 +40,7 @@ const erasureNote = "Rows of this user still in the ingest stream (not yet store
 // ErasureWait, else 202 (the mutation carries on).
 func (v *Validator) serveErase(c echo.Context) error {
 	id := strings.ToLower(c.Param("user_id"))
-	if err := newParams(c.QueryString()).err(); err != nil {
+	if err := httpapi.NewParams(c.QueryString()).Err(); err != nil {
 		return err
 	}
 	switch {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/testenv"
 )
 
@@ -72,10 +73,10 @@ func TestSmallHelpers(t *testing.T) {
 	if s := oneLine(strings.Repeat("a ", 100), 10); s != "a a a a a …" {
 		t.Errorf("oneLine truncated: %q", s)
 	}
-	if s := safeName(strings.Repeat("n", 100) + "\x01"); len(s) != 64 {
+	if s := httpapi.SafeName(strings.Repeat("n", 100) + "\x01"); len(s) != 64 {
 		t.Errorf("safeName of a long name: %q", s)
 	}
-	if s := safeName("a\x01b\xff"); s != "a?b?" {
+	if s := httpapi.SafeName("a\x01b\xff"); s != "a?b?" {
 		t.Errorf("safeName: %q", s)
 	}
 	if n := placeholders("SELECT $1, $12, '$3'"); n != 12 {

@@ -112,11 +112,11 @@ type History struct {
 }
 
 func (v *Validator) serveHistory(c echo.Context) error {
-	p := newParams(c.QueryString(), "limit", "component", "validation_type")
-	limit := p.integer("limit", v.cfg.HistoryLimit, 1, maxHistory)
-	comp := p.enum("component", Components...)
-	typ := p.enum("validation_type", ValidationTypes...)
-	if err := p.err(); err != nil {
+	p := httpapi.NewParams(c.QueryString(), "limit", "component", "validation_type")
+	limit := p.Int("limit", v.cfg.HistoryLimit, 1, maxHistory)
+	comp := p.Enum("component", "", Components...)
+	typ := p.Enum("validation_type", "", ValidationTypes...)
+	if err := p.Err(); err != nil {
 		return err
 	}
 	st := v.deps.Store
