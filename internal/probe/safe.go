@@ -11,13 +11,9 @@ import (
 	"github.com/wedsync/pulse/internal/safeerr"
 )
 
-// cause and pgCause map errors to safe words (see internal/safeerr): the
-// error texts of drivers quote hosts, users and URLs, none of which may
-// leave the probe.
-var (
-	cause   = safeerr.Cause
-	pgCause = safeerr.PGCause
-)
+// cause maps errors to safe words (see internal/safeerr): the error texts
+// of drivers quote hosts, users and URLs, none of which may leave the probe.
+var cause = safeerr.Cause
 
 // notConfigured is the result of a component or target that has no
 // configuration. configured=false tells the query API to leave it out of
