@@ -234,9 +234,14 @@ scaling:
   - {name: fewer, direction: down, factor: 0.5, metric: resource_utilisation, filters: {resource: cpu, host: h2}, window: 2m, threshold: 0.25}
 `)
 			evaluate(t, e)
-			c.settle(n.nc)
 			want := map[string]float64{"p50": 51, "p95": 96, "p99": 100, "errors": 0.07, "rps": 100.0 / 60, "drop": 0.7,
 				"cpu": 0.85, "health": 0.75, "more": 120.0 / 60, "fewer": 0.2}
+			// Transitions are published after Evaluate returns; wait for
+			// all of them (a busy machine can take a while).
+			testenv.Eventually(t, 10*time.Second, "every rule's alert", func() bool {
+				c.settle(n.nc)
+				return len(c.all()) >= len(want)
+			})
 			got := map[string]alerts.Alert{}
 			for _, r := range c.all() {
 				if _, dup := got[r.alert.Rule]; dup {
