@@ -78,6 +78,25 @@ func post(client *http.Client, url string, body []byte) error {
 	return nil
 }
 
+// postAll posts every body to url from workers concurrent clients, each
+// body once, and returns when all were answered.
+func postAll(b *testing.B, url string, bodies [][]byte, workers int) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(bodies); i = int(next.Add(1)) - 1 {
+				if err := post(client, url, bodies[i]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // rawInsert measures the raw limit: the same rows inserted with
 // clickhouse-go in 50,000-row batches straight into the requests table
 // (materialized view included), no NATS, no HTTP. It returns rows/s.
@@ -112,22 +131,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 	raw := rawInsert(b, testenv.ClickHouse(b), max(b.N, 200_000))
 
 	bodies := benchEvents(b.N, 5000)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	next := atomic.Int64{}
 	b.ResetTimer()
 	start := time.Now()
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(bodies); i = int(next.Add(1)) - 1 {
-				if err := post(client, url+"/api/admin/system/metrics", bodies[i]); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	postAll(b, url+"/api/admin/system/metrics", bodies, 4)
 	accepted := time.Since(start)
 	countQ := "SELECT count() FROM " + store.T("requests")
 	testenv.Eventually(b, 5*time.Minute, "all events stored", func() bool {
@@ -147,22 +153,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 func BenchmarkSingleEventPost(b *testing.B) {
 	url, _ := benchPulse(b)
 	bodies := benchEvents(b.N, 1)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	next := atomic.Int64{}
 	b.ResetTimer()
 	start := time.Now()
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(bodies); i = int(next.Add(1)) - 1 {
-				if err := post(client, url+"/api/admin/system/metrics", bodies[i]); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	postAll(b, url+"/api/admin/system/metrics", bodies, 32)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "requests/s")
 }

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 // The tests in this package run the real pulse binary as child processes.
@@ -157,4 +160,26 @@ func freeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// assertExactlyOnce checks that store holds each of the total events
+// with request IDs <prefix>0 .. <prefix><total-1> exactly once, in the raw
+// table and in the 1-minute rollup.
+func assertExactlyOnce(t testing.TB, store *chstore.Store, prefix string, total uint64) {
+	t.Helper()
+	if got := testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")); got != total {
+		t.Errorf("rows = %d; want %d", got, total)
+	}
+	if got := testenv.Count(t, store, "SELECT uniqExact(request_id) FROM "+store.T("requests")); got != total {
+		t.Errorf("distinct request ids = %d; want %d", got, total)
+	}
+	// As many distinct IDs as rows, the largest <prefix><total-1>: exactly
+	// the events sent.
+	q := fmt.Sprintf("SELECT max(toUInt64(substring(request_id, %d))) FROM %s", len(prefix)+1, store.T("requests"))
+	if got := testenv.Count(t, store, q); got != total-1 {
+		t.Errorf("largest request id %s%d; want %s%d", prefix, got, prefix, total-1)
+	}
+	if got := testenv.Count(t, store, "SELECT toUInt64(countMerge(requests)) FROM "+store.T("requests_1m")); got != total {
+		t.Errorf("rollup counts %d; want %d", got, total)
+	}
 }
