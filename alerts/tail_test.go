@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,29 +12,11 @@ import (
 	"github.com/wedsync/pulse/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for one writer and polling readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // tail runs Tail on a connection of its own until the test ends.
-func tail(t *testing.T, n *natsEnv, severities []string) *syncBuffer {
+func tail(t *testing.T, n *natsEnv, severities []string) *testenv.LogBuffer {
 	t.Helper()
 	nc, _ := n.conn(t)
-	out := &syncBuffer{}
+	out := &testenv.LogBuffer{}
 	run(t, func(ctx context.Context) error { return alerts.Tail(ctx, nc, severities, out) })
 	testenv.Eventually(t, 5*time.Second, "tail subscribed", func() bool { return strings.HasPrefix(out.String(), "# listening on ") })
 	return out

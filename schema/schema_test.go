@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -468,24 +467,6 @@ func TestDropExpiredRefusesShortRetention(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for the job's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 func TestRetentionJob(t *testing.T) {
 	for name, s := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
@@ -493,7 +474,7 @@ func TestRetentionJob(t *testing.T) {
 			old := now.Add(-40 * 24 * time.Hour)
 			insertAt(t, s, old, now)
 			oldPart := "requests/" + old.Format("20060102")
-			var log syncBuffer
+			var log testenv.LogBuffer
 			c, cancel := context.WithCancel(ctx(t))
 			job := &schema.RetentionJob{Store: s, Retention: schema.DefaultRetention, Interval: 50 * time.Millisecond, Log: zerolog.New(&log)}
 			done := make(chan error, 1)

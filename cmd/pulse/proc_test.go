@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -55,8 +54,8 @@ func pulseBinary(t testing.TB, tags string) string {
 type proc struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testenv.LogBuffer
+	stderr *testenv.LogBuffer
 	exited chan struct{}
 	err    error
 }
@@ -67,7 +66,7 @@ func startPulse(t testing.TB, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, stdout: &testenv.LogBuffer{}, stderr: &testenv.LogBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start pulse: %v", err)
@@ -132,23 +131,6 @@ func (p *proc) httpAddr() string {
 	}
 	p.t.Fatalf("no HTTP address in the log:\n%s", p.stderr.String())
 	return ""
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.

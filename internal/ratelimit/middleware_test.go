@@ -1,14 +1,12 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,38 +25,13 @@ const (
 	webToken  = "Bearer ingest-token-0123456789"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the log lines holding substr.
-func (s *syncBuffer) lines(substr string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(s.b.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // api is an echo server with an admin read route and an ingest route,
 // each rate limited by its own middleware, counting handler calls.
 type api struct {
 	e     *echo.Echo
 	r     *httpapi.Router
 	calls int
-	log   *syncBuffer
+	log   *testenv.LogBuffer
 }
 
 func newAPI(t *testing.T) *api {
@@ -67,7 +40,7 @@ func newAPI(t *testing.T) *api {
 	s.Add("admin-token-0123456789", auth.Principal{Name: "ops", Scopes: []auth.Scope{auth.ScopeAdmin}})
 	s.Add("admin2-token-0123456789", auth.Principal{Name: "ops2", Scopes: []auth.Scope{auth.ScopeAdmin}})
 	s.Add("ingest-token-0123456789", auth.Principal{Name: "web", Scopes: []auth.Scope{auth.ScopeIngest}})
-	a := &api{log: &syncBuffer{}}
+	a := &api{log: &testenv.LogBuffer{}}
 	a.e = httpapi.New(zerolog.New(a.log))
 	a.r = httpapi.NewRouter(a.e, &s)
 	h := func(c echo.Context) error {
@@ -271,7 +244,7 @@ func TestMiddlewareRedisKilled(t *testing.T) {
 			t.Fatalf("outage request %d: %d; want 429 with Retry-After from the fallback", i+1, rec.Code)
 		}
 	}
-	warn := o.log.lines("rate limiter failing")
+	warn := o.log.Lines("rate limiter failing")
 	if len(warn) != 1 {
 		t.Fatalf("log has %d failure lines; want 1:\n%s", len(warn), strings.Join(warn, "\n"))
 	}
@@ -290,7 +263,7 @@ func TestMiddlewareRedisKilled(t *testing.T) {
 		o.timedHealth(t, 200*time.Millisecond)
 		return o.redisUsed()
 	})
-	if got := len(o.log.lines("rate limiter answering again")); got != 1 {
+	if got := len(o.log.Lines("rate limiter answering again")); got != 1 {
 		t.Errorf("log has %d recovery lines; want 1", got)
 	}
 	// Redis decides again: ops's fresh Redis bucket has one request in it.
@@ -320,7 +293,7 @@ func TestMiddlewareRedisHangs(t *testing.T) {
 	for range 10 {
 		o.timedHealth(t, 250*time.Millisecond)
 	}
-	if got := len(o.log.lines(`"kind":"timeout"`)); got != 1 {
+	if got := len(o.log.Lines(`"kind":"timeout"`)); got != 1 {
 		t.Errorf("log has %d timeout lines; want 1", got)
 	}
 	o.srv.Resume()
@@ -344,12 +317,12 @@ func TestMiddlewareLogsOncePerInterval(t *testing.T) {
 	for range 20 {
 		o.timedHealth(t, 200*time.Millisecond)
 	}
-	if got := len(o.log.lines("rate limiter failing")); got != 1 {
+	if got := len(o.log.Lines("rate limiter failing")); got != 1 {
 		t.Fatalf("20 failures: %d log lines; want 1", got)
 	}
 	m.logEvery = 0
 	o.timedHealth(t, 200*time.Millisecond)
-	lines := o.log.lines("rate limiter failing")
+	lines := o.log.Lines("rate limiter failing")
 	if len(lines) != 2 || !strings.Contains(lines[1], `"failures":20`) {
 		t.Errorf("after the interval: lines %q; want a second line counting 20 failures", lines)
 	}
@@ -393,7 +366,7 @@ func TestMiddlewareCallerGone(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/api/admin/system/health", nil).WithContext(ctx)
 	req.Header.Set(echo.HeaderAuthorization, opsToken)
 	o.e.ServeHTTP(httptest.NewRecorder(), req)
-	if m.failing.Load() || len(o.log.lines("rate limiter failing")) != 0 {
+	if m.failing.Load() || len(o.log.Lines("rate limiter failing")) != 0 {
 		t.Error("a canceled request marked Redis as failing")
 	}
 }
