@@ -294,7 +294,7 @@ func (a *Aggregator) decodeRequests(msg jetstream.Msg, meta *jetstream.MsgMetada
 	subject := msg.Subject()
 	switch {
 	case subject == stream.SubjectEdgeRequests:
-		if enc := msg.Headers().Get("Pulse-Encoding"); enc != "batch-v1" {
+		if enc := msg.Headers().Get(stream.HeaderEncoding); enc != stream.EncodingBatchV1 {
 			return dst, fmt.Errorf("unknown encoding %q", enc)
 		}
 		reqs, err := event.DecodeBatch(dst, msg.Data())

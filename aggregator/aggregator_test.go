@@ -73,7 +73,7 @@ func requests(prefix string, n int) []event.Request {
 
 func publishBatch(t *testing.T, js jetstream.JetStream, reqs []event.Request) {
 	t.Helper()
-	msg := &nats.Msg{Subject: stream.SubjectEdgeRequests, Header: nats.Header{"Pulse-Encoding": []string{"batch-v1"}},
+	msg := &nats.Msg{Subject: stream.SubjectEdgeRequests, Header: nats.Header{stream.HeaderEncoding: []string{stream.EncodingBatchV1}},
 		Data: event.AppendBatch(nil, reqs)}
 	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatalf("publish: %v", err)

@@ -198,8 +198,8 @@ func (v *env) stored(t testing.TB) []event.Request {
 		if m.Subject != stream.SubjectEdgeRequests {
 			t.Fatalf("message %d on subject %q; want %q", m.Sequence, m.Subject, stream.SubjectEdgeRequests)
 		}
-		if got := m.Header.Get(HeaderEncoding); got != EncodingBatchV1 {
-			t.Fatalf("message %d: %s header %q; want %q", m.Sequence, HeaderEncoding, got, EncodingBatchV1)
+		if got := m.Header.Get(stream.HeaderEncoding); got != stream.EncodingBatchV1 {
+			t.Fatalf("message %d: %s header %q; want %q", m.Sequence, stream.HeaderEncoding, got, stream.EncodingBatchV1)
 		}
 		var err error
 		if out, err = event.DecodeBatch(out, m.Data); err != nil {

@@ -22,12 +22,6 @@ import (
 // the chunks that did get through.
 var ErrUnavailable = errors.New("event stream unavailable")
 
-// HeaderEncoding names the payload encoding of an edge batch.
-const HeaderEncoding = "Pulse-Encoding"
-
-// EncodingBatchV1 is event.AppendBatch's encoding.
-const EncodingBatchV1 = "batch-v1"
-
 // Publisher puts validated requests on the ingest stream. It is safe for
 // concurrent use.
 type Publisher struct {
@@ -73,7 +67,7 @@ func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Req
 		}
 		msg := &nats.Msg{
 			Subject: stream.SubjectEdgeRequests,
-			Header:  nats.Header{HeaderEncoding: []string{EncodingBatchV1}},
+			Header:  nats.Header{stream.HeaderEncoding: []string{stream.EncodingBatchV1}},
 			Data:    event.AppendBatch(make([]byte, 0, size), reqs[start:end]),
 		}
 		switch {

@@ -46,7 +46,7 @@ func TestAggregatorKill9(t *testing.T) {
 				reqs[i] = event.Request{Timestamp: base.Add(time.Duration(n) * time.Millisecond), Service: "web",
 					Endpoint: "/api/k", StatusCode: 200, ResponseTimeMS: float64(n % 1000), RequestID: fmt.Sprintf("k-%d", n)}
 			}
-			msg := &nats.Msg{Subject: stream.SubjectEdgeRequests, Header: nats.Header{"Pulse-Encoding": []string{"batch-v1"}},
+			msg := &nats.Msg{Subject: stream.SubjectEdgeRequests, Header: nats.Header{stream.HeaderEncoding: []string{stream.EncodingBatchV1}},
 				Data: event.AppendBatch(nil, reqs)}
 			msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("kill-test-%d", m))
 			if _, err := js.PublishMsg(context.Background(), msg); err != nil {

@@ -43,6 +43,12 @@ const (
 	HeaderReason = "Pulse-Reason"
 	// HeaderSubject on a dead letter is the subject it was published on.
 	HeaderSubject = "Pulse-Subject"
+
+	// HeaderEncoding names the payload encoding of a message on
+	// SubjectEdgeRequests; the aggregator refuses any other.
+	HeaderEncoding = "Pulse-Encoding"
+	// EncodingBatchV1 is event.AppendBatch's encoding.
+	EncodingBatchV1 = "batch-v1"
 )
 
 // Config describes the ingest streams.
