@@ -14,33 +14,38 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/stream"
 )
 
-// Config tunes batching and the durable consumer.
+// Config tunes batching and the durable consumer. A zero field takes the
+// default named beside it: New applies the defaults, then Validate.
 type Config struct {
-	Stream       string        // ingest stream name
-	Consumer     string        // durable consumer shared by all replicas
-	MaxRows      int           // flush when a batch holds this many rows
-	MaxDelay     time.Duration // or when its oldest message waited this long
-	AckWait      time.Duration // redelivery after this without ack or heartbeat
-	Retention    time.Duration // events older than this are dead-lettered
-	DrainTimeout time.Duration // how long shutdown may spend flushing
-	FetchBytes   int           // bytes one fetch may bring per row still wanted (bounds a batch's overshoot)
+	Stream       string        // ingest stream name; default PULSE_INGEST
+	Consumer     string        // durable consumer shared by all replicas; default DefaultConsumer
+	MaxRows      int           // flush when a batch holds this many rows; default 50,000
+	MaxDelay     time.Duration // or when its oldest message waited this long; default 1s
+	AckWait      time.Duration // redelivery after this without ack or heartbeat; default 1m
+	Retention    time.Duration // events older than this are dead-lettered; default 30 days
+	DrainTimeout time.Duration // how long shutdown may spend flushing; default 30s
+	FetchBytes   int           // bytes one fetch may bring per row still wanted (bounds a batch's overshoot); default 128
 }
 
-// Defaults fills zero fields.
-func (c *Config) Defaults() {
+// DefaultConsumer is the durable consumer the aggregator reads through when
+// Config.Consumer is empty; the stream metrics and probes watch its lag.
+const DefaultConsumer = "aggregator"
+
+// withDefaults returns c with its zero fields set to their defaults.
+func (c Config) withDefaults() Config {
 	if c.Stream == "" {
 		c.Stream = "PULSE_INGEST"
 	}
 	if c.Consumer == "" {
-		c.Consumer = "aggregator"
+		c.Consumer = DefaultConsumer
 	}
 	if c.MaxRows == 0 {
 		c.MaxRows = 50000
@@ -60,10 +65,13 @@ func (c *Config) Defaults() {
 	if c.FetchBytes == 0 {
 		c.FetchBytes = 128
 	}
+	return c
 }
 
-// Validate checks c after Defaults.
+// Validate reports whether c is usable, its zero fields taking their
+// defaults; New refuses c when it is not.
 func (c Config) Validate() error {
+	c = c.withDefaults()
 	switch {
 	case c.MaxRows < 1 || c.MaxRows > 1_000_000:
 		return errors.New("aggregator batch rows must be between 1 and 1,000,000")
@@ -84,17 +92,6 @@ type Stats struct {
 	LastInsert  atomic.Int64  // duration of the last committed insert, retries included, ns
 }
 
-// Observer learns of each committed insert and each failed attempt.
-type Observer interface {
-	ObserveInsert(rows int, d time.Duration)
-	ObserveInsertFailure()
-}
-
-type nopObserver struct{}
-
-func (nopObserver) ObserveInsert(int, time.Duration) {}
-func (nopObserver) ObserveInsertFailure()            {}
-
 // Aggregator is the consumer. Run it once.
 type Aggregator struct {
 	cfg    Config
@@ -102,26 +99,35 @@ type Aggregator struct {
 	sink   *Sink
 	log    zerolog.Logger
 	stats  Stats
-	obs    Observer
 	events EventObserver
+
+	// Observed once per committed insert; see metrics.go.
+	insertSeconds prometheus.Observer
+	batchRows     prometheus.Observer
 }
 
 // New returns an Aggregator reading cfg.Stream through js and writing to
-// store.
-func New(cfg Config, js jetstream.JetStream, store *chstore.Store, log zerolog.Logger) *Aggregator {
-	cfg.Defaults()
+// store. It applies cfg's defaults and returns Validate's error if cfg is
+// still unusable. When reg is not nil, the aggregator registers its metrics
+// on it (see metrics.go); registering them twice on one registry fails.
+// New does not contact NATS or ClickHouse.
+func New(cfg Config, js jetstream.JetStream, store Store, reg prometheus.Registerer, log zerolog.Logger) (*Aggregator, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	log = log.With().Str("component", "aggregator").Logger()
-	return &Aggregator{
+	a := &Aggregator{
 		cfg:  cfg,
 		js:   js,
 		sink: NewSink(store, nuid.Next(), log),
 		log:  log,
-		obs:  nopObserver{},
 	}
+	if err := a.registerMetrics(reg); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
-
-// SetObserver makes o learn of inserts. Call it before Run.
-func (a *Aggregator) SetObserver(o Observer) { a.obs = o }
 
 // EventObserver sees every request metric as it is decoded, before it is
 // committed, so that instant alert rules react within a second. Observe
@@ -394,8 +400,10 @@ func (a *Aggregator) flush(ctx context.Context, b *batch) {
 	for attempt := 1; ; attempt++ {
 		err := a.sink.write(wctx, b)
 		if err == nil {
-			a.stats.LastInsert.Store(int64(time.Since(start)))
-			a.obs.ObserveInsert(b.rows(), time.Since(start))
+			d := time.Since(start)
+			a.stats.LastInsert.Store(int64(d))
+			a.insertSeconds.Observe(d.Seconds())
+			a.batchRows.Observe(float64(b.rows()))
 			a.stats.Rows.Add(uint64(b.rows()))
 			a.stats.Batches.Add(1)
 			for _, m := range b.msgs {
@@ -404,7 +412,6 @@ func (a *Aggregator) flush(ctx context.Context, b *batch) {
 			return
 		}
 		a.stats.Retries.Add(1)
-		a.obs.ObserveInsertFailure()
 		b.allSuspect = true
 		if wctx.Err() != nil {
 			a.log.Error().Err(err).Int("messages", len(b.msgs)).Msg("shutting down with an uncommitted batch; it will be redelivered")

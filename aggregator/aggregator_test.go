@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/chstore"
@@ -32,13 +33,15 @@ type pipeline struct {
 	done   chan error
 }
 
-func startPipeline(t *testing.T, store *chstore.Store, cfg Config, setup ...func(*Aggregator)) *pipeline {
+// startPipeline starts an aggregator registering its metrics on reg, if
+// not nil.
+func startPipeline(t *testing.T, store *chstore.Store, cfg Config, reg prometheus.Registerer, setup ...func(*Aggregator)) *pipeline {
 	t.Helper()
 	ns := testenv.NATS(t)
 	nc, js := testenv.Connect(t, ns.ClientURL())
 	testenv.Streams(t, js, stream.Config{})
 	p := &pipeline{js: js, nc: nc, store: store, done: make(chan error, 1)}
-	p.agg = New(cfg, js, store, zerolog.Nop())
+	p.agg = newAggregator(t, cfg, js, store, reg)
 	for _, f := range setup {
 		f(p.agg)
 	}
@@ -47,6 +50,15 @@ func startPipeline(t *testing.T, store *chstore.Store, cfg Config, setup ...func
 	go func() { p.done <- p.agg.Run(ctx) }()
 	t.Cleanup(p.stop)
 	return p
+}
+
+func newAggregator(t *testing.T, cfg Config, js jetstream.JetStream, store Store, reg prometheus.Registerer) *Aggregator {
+	t.Helper()
+	a, err := New(cfg, js, store, reg, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return a
 }
 
 func (p *pipeline) stop() {
@@ -127,7 +139,7 @@ func TestEventsSentEqualRowsStored(t *testing.T) {
 	for name, store := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
 			obs := &seen{ids: map[string]int{}}
-			p := startPipeline(t, store, Config{MaxRows: 700, MaxDelay: 50 * time.Millisecond},
+			p := startPipeline(t, store, Config{MaxRows: 700, MaxDelay: 50 * time.Millisecond}, nil,
 				func(a *Aggregator) { a.SetEventObserver(obs) })
 			var want []string
 			for b := range 5 {
@@ -249,7 +261,7 @@ func TestRedeliveryDoesNotDuplicate(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			agg := New(Config{MaxDelay: 20 * time.Millisecond, AckWait: 5 * time.Second}, js, store, zerolog.Nop())
+			agg := newAggregator(t, Config{MaxDelay: 20 * time.Millisecond, AckWait: 5 * time.Second}, js, store, nil)
 			runCtx, cancel := context.WithCancel(ctx)
 			var wg sync.WaitGroup
 			wg.Go(func() { _ = agg.Run(runCtx) })
@@ -288,7 +300,7 @@ func TestRedeliveryDoesNotDuplicate(t *testing.T) {
 func TestResourcesAndHealthStored(t *testing.T) {
 	for name, store := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
-			p := startPipeline(t, store, Config{MaxDelay: 50 * time.Millisecond})
+			p := startPipeline(t, store, Config{MaxDelay: 50 * time.Millisecond}, nil)
 			ts := base.Format(time.RFC3339)
 			publishRaw(t, p.js, stream.SubjectResources+"edge", []byte(`[{"host":"web-1","resource":"cpu","used":1.5,"capacity":2,"timestamp":"`+ts+`"},
 				{"host":"web-1","resource":"disk","name":"/","used":40,"capacity":100,"timestamp":"`+ts+`"}]`))
@@ -342,8 +354,8 @@ func TestLargeMessagesBoundedBatches(t *testing.T) {
 
 	var largest atomic.Int64
 	p := &pipeline{js: js, store: store, done: make(chan error, 1)}
-	p.agg = New(Config{MaxRows: 10_000, MaxDelay: 50 * time.Millisecond}, js, store, zerolog.Nop())
-	p.agg.SetObserver(batchSizes{&largest})
+	p.agg = newAggregator(t, Config{MaxRows: 10_000, MaxDelay: 50 * time.Millisecond}, js, store, nil)
+	p.agg.batchRows = largestBatch{&largest}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() { p.done <- p.agg.Run(ctx) }()
@@ -368,10 +380,11 @@ func TestLargeMessagesBoundedBatches(t *testing.T) {
 	}
 }
 
-// batchSizes records the largest insert.
-type batchSizes struct{ largest *atomic.Int64 }
+// largestBatch stands in for the batch-rows histogram and keeps the
+// largest insert.
+type largestBatch struct{ largest *atomic.Int64 }
 
-func (b batchSizes) ObserveInsert(rows int, _ time.Duration) {
+func (b largestBatch) Observe(rows float64) {
 	for {
 		cur := b.largest.Load()
 		if int64(rows) <= cur || b.largest.CompareAndSwap(cur, int64(rows)) {
@@ -379,4 +392,3 @@ func (b batchSizes) ObserveInsert(rows int, _ time.Duration) {
 		}
 	}
 }
-func (b batchSizes) ObserveInsertFailure() {}

@@ -35,7 +35,7 @@ import (
 // both checked before either inserted. Heartbeats (InProgress) during every
 // wait keep that from happening in practice.
 type Sink struct {
-	store    *chstore.Store
+	store    Store
 	instance string
 	log      zerolog.Logger
 	n        atomic.Uint64
@@ -44,9 +44,26 @@ type Sink struct {
 	Skipped atomic.Uint64
 }
 
+// Store is what the aggregator needs of ClickHouse: inserts named by query
+// ID, the IDs of inserts still running, and a read of the keys a table
+// already holds. *chstore.Store is one.
+type Store interface {
+	// Insert writes cols into table in one INSERT named queryID.
+	Insert(ctx context.Context, queryID, table string, cols []chstore.Column) error
+	// RunningQueries lists the IDs, starting with prefix, of the queries
+	// executing on the server from any client.
+	RunningQueries(ctx context.Context, prefix string) ([]string, error)
+	// Query runs a SELECT.
+	Query(ctx context.Context, query string) (chstore.Rows, error)
+	// T qualifies table with the store's database, for use in a query.
+	T(table string) string
+}
+
+var _ Store = (*chstore.Store)(nil)
+
 // NewSink returns a Sink writing to store. instance distinguishes this
 // process's insert query IDs from other replicas'.
-func NewSink(store *chstore.Store, instance string, log zerolog.Logger) *Sink {
+func NewSink(store Store, instance string, log zerolog.Logger) *Sink {
 	return &Sink{store: store, instance: instance, log: log}
 }
 

@@ -152,7 +152,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := f.ingest.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	f.agg.Defaults()
+	f.agg.Consumer = aggregator.DefaultConsumer // named by the stream metrics and probes
 	if err := f.agg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -292,14 +292,11 @@ func (s *process) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	var agg *aggregator.Aggregator
 	if s.roles["aggregator"] {
-		agg = aggregator.New(s.flags.agg, s.js, s.store, s.log)
-		agg.SetObserver(s.metrics)
-		st := agg.Stats()
-		s.metrics.CounterFunc("pulse_aggregator_rows_total", "Rows committed to ClickHouse.", func() float64 { return float64(st.Rows.Load()) })
-		s.metrics.CounterFunc("pulse_aggregator_dead_letters_total", "Ingest messages moved to the dead-letter subject because they were invalid.",
-			func() float64 { return float64(st.DeadLetters.Load()) })
-		s.metrics.CounterFunc("pulse_aggregator_duplicate_rows_skipped_total", "Redelivered rows found already stored and not inserted again.",
-			func() float64 { return float64(agg.Skipped()) })
+		a, err := aggregator.New(s.flags.agg, s.js, s.store, s.metrics.Registerer(), s.log)
+		if err != nil {
+			return err
+		}
+		agg = a
 		// Instant alert rules see every event as the aggregator decodes it.
 		inst := alerts.NewInstant(alerts.InstantConfig{Stream: s.alertStreams()}, s.rules, s.js, s.log)
 		agg.SetEventObserver(inst)

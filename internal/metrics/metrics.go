@@ -1,7 +1,7 @@
 // Package metrics exposes Pulse's own Prometheus metrics: what the edge
-// accepted and refused, stream backlog, aggregator batch sizes and insert
-// latency, dead letters. Components report through small Observer
-// interfaces they declare; counters they already keep are read on scrape.
+// accepted and refused, stream backlog. Components report through small
+// Observer interfaces they declare, or register their own metrics on
+// Registerer; counters they already keep are read on scrape.
 package metrics
 
 import (
@@ -20,9 +20,6 @@ type Metrics struct {
 	reg            *prometheus.Registry
 	publishSeconds prometheus.Histogram
 	publishEvents  prometheus.Histogram
-	insertSeconds  prometheus.Histogram
-	batchRows      prometheus.Histogram
-	insertFailures prometheus.Counter
 	rejected       *prometheus.CounterVec
 }
 
@@ -41,22 +38,11 @@ func New() *Metrics {
 			Name: "pulse_ingest_request_events", Help: "Events per accepted ingest request.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
 		}),
-		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pulse_aggregator_insert_seconds", Help: "Duration of one committed ClickHouse insert, retries included.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-		}),
-		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pulse_aggregator_batch_rows", Help: "Rows per committed ClickHouse insert.",
-			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
-		}),
-		insertFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pulse_aggregator_insert_failures_total", Help: "Failed insert attempts; each is retried.",
-		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pulse_ingest_rejected_requests_total", Help: "Ingest requests refused, by HTTP status.",
 		}, []string{"status"}),
 	}
-	reg.MustRegister(m.publishSeconds, m.publishEvents, m.insertSeconds, m.batchRows, m.insertFailures, m.rejected)
+	reg.MustRegister(m.publishSeconds, m.publishEvents, m.rejected)
 	return m
 }
 
@@ -64,6 +50,9 @@ func New() *Metrics {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
+
+// Registerer is where components register the metrics they own.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
 
 // CounterFunc registers a counter whose value f reads on each scrape.
 func (m *Metrics) CounterFunc(name, help string, f func() float64) {
@@ -90,21 +79,4 @@ func (m *Metrics) ObserveRejected(status int) {
 		return
 	}
 	m.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
-}
-
-// ObserveInsert records a committed insert of rows that took d.
-func (m *Metrics) ObserveInsert(rows int, d time.Duration) {
-	if m == nil {
-		return
-	}
-	m.insertSeconds.Observe(d.Seconds())
-	m.batchRows.Observe(float64(rows))
-}
-
-// ObserveInsertFailure records a failed insert attempt.
-func (m *Metrics) ObserveInsertFailure() {
-	if m == nil {
-		return
-	}
-	m.insertFailures.Inc()
 }

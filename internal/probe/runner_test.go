@@ -267,7 +267,10 @@ func TestRunnerJetStream(t *testing.T) {
 
 	// The aggregator stores every result and sample.
 	actx, cancel := context.WithCancel(ctx)
-	agg := aggregator.New(aggregator.Config{MaxDelay: 50 * time.Millisecond}, js, store, zerolog.Nop())
+	agg, err := aggregator.New(aggregator.Config{MaxDelay: 50 * time.Millisecond}, js, store, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- agg.Run(actx) }()
 	testenv.Eventually(t, 20*time.Second, "rows stored", func() bool {
