@@ -196,9 +196,12 @@ func (c StreamConfig) Validate() error {
 }
 
 // Ensure creates the alert stream and the state bucket, or updates them to
-// c, and returns the bucket. Every component calls it when it starts;
-// calling it again is harmless.
+// c (its zero fields taking defaults), and returns the bucket. Every
+// component calls it when it starts; calling it again is harmless.
 func Ensure(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.KeyValue, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("alert stream: %w", err)
+	}
 	c.defaults()
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Stream,

@@ -65,6 +65,10 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// Registerer is the registry, for components that register their own
+// metrics.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
 // CounterFunc registers a counter whose value f reads on each scrape.
 func (m *Metrics) CounterFunc(name, help string, f func() float64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
