@@ -38,6 +38,18 @@
 //   - API: GET /api/admin/alerts and /api/admin/alerts/rules.
 //   - Tail: a live subscriber printing one line per alert.
 //
+// # Construction, dependencies, metrics
+//
+// Each component's New fills its config's zero fields with defaults,
+// checks it (the config's Validate) and returns the component or an
+// error; nothing starts before Run. What a component needs of ClickHouse
+// is declared here: Evaluator and API a Querier, History an Inserter
+// (*chstore.Store is both). Instant, Evaluator and History register what
+// they count on their config's Registerer (nil: nowhere), as
+// pulse_alerts_instant_*, pulse_alerts_evaluator_* and
+// pulse_alerts_history_*; a second component of a kind on the same
+// registry is refused.
+//
 // # State
 //
 // Everything a restart must not lose lives in the JetStream KV bucket

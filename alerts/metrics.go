@@ -7,12 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics: each component registers what it counts on the Registerer in
-// its config, as pulse_alerts_<component>_*, read from its own counters
-// on each scrape. A nil Registerer registers nothing; a component whose
-// metrics are already registered there (a second one on the same
-// registry) is refused by its constructor.
-
 // register registers cs on reg, all or none; a nil reg registers nothing.
 func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	if reg == nil {
