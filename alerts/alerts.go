@@ -38,6 +38,18 @@
 //   - API: GET /api/admin/alerts and /api/admin/alerts/rules.
 //   - Tail: a live subscriber printing one line per alert.
 //
+// # Construction, dependencies, metrics
+//
+// Each component's New fills its config's zero fields with defaults,
+// checks it (the config's Validate) and returns the component or an
+// error; nothing starts before Run. What a component needs of ClickHouse
+// is declared here: Evaluator and API a Querier, History an Inserter
+// (*chstore.Store is both). Instant, Evaluator and History register what
+// they count on their config's Registerer (nil: nowhere), as
+// pulse_alerts_instant_*, pulse_alerts_evaluator_* and
+// pulse_alerts_history_*; a second component of a kind on the same
+// registry is refused.
+//
 // # State
 //
 // Everything a restart must not lose lives in the JetStream KV bucket
@@ -196,9 +208,12 @@ func (c StreamConfig) Validate() error {
 }
 
 // Ensure creates the alert stream and the state bucket, or updates them to
-// c, and returns the bucket. Every component calls it when it starts;
-// calling it again is harmless.
+// c (its zero fields taking defaults), and returns the bucket. Every
+// component calls it when it starts; calling it again is harmless.
 func Ensure(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.KeyValue, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("alert stream: %w", err)
+	}
 	c.defaults()
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Stream,

@@ -3,6 +3,7 @@ package alerts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/wedsync/pulse/alerts/rules"
 	"github.com/wedsync/pulse/internal/auth"
-	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/httpapi"
 )
@@ -67,7 +67,7 @@ type API struct {
 	cfg   APIConfig
 	set   *rules.Set
 	js    jetstream.JetStream
-	store *chstore.Store
+	store Querier // nil: no history, only firing alerts
 	log   zerolog.Logger
 
 	mu sync.Mutex
@@ -75,11 +75,15 @@ type API struct {
 }
 
 // NewAPI returns the alert API for the rules in force, reading state
-// through js and history from store.
-func NewAPI(cfg APIConfig, set *rules.Set, js jetstream.JetStream, store *chstore.Store, log zerolog.Logger) *API {
+// through js and history from store (nil: history is unavailable). It
+// fills cfg's defaults and checks it.
+func NewAPI(cfg APIConfig, set *rules.Set, js jetstream.JetStream, store Querier, log zerolog.Logger) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("alert API: %w", err)
+	}
 	cfg.defaults()
 	cfg.Stream.defaults()
-	return &API{cfg: cfg, set: set, js: js, store: store, log: log.With().Str("component", "alerts.api").Logger()}
+	return &API{cfg: cfg, set: set, js: js, store: store, log: log.With().Str("component", "alerts.api").Logger()}, nil
 }
 
 // Register adds the routes to r, each for admins only.

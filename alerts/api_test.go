@@ -30,13 +30,17 @@ const (
 
 // newServer registers the API the way pulse serve does: through the
 // guarded router, with static tokens.
-func newServer(t testing.TB, set *rules.Set, js jetstream.JetStream, store *chstore.Store) *echo.Echo {
+func newServer(t testing.TB, set *rules.Set, js jetstream.JetStream, store alerts.Querier) *echo.Echo {
 	t.Helper()
 	e := httpapi.New(nop)
 	toks := &auth.StaticTokens{}
 	toks.Add(adminToken, auth.Principal{Name: "admin", Scopes: []auth.Scope{auth.ScopeAdmin}})
 	toks.Add(ingestToken, auth.Principal{Name: "ingest", Scopes: []auth.Scope{auth.ScopeIngest}})
-	alerts.NewAPI(alerts.APIConfig{QueryTimeout: 5 * time.Second}, set, js, store, nop).Register(httpapi.NewRouter(e, toks))
+	api, err := alerts.NewAPI(alerts.APIConfig{QueryTimeout: 5 * time.Second}, set, js, store, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.Register(httpapi.NewRouter(e, toks))
 	return e
 }
 
@@ -190,9 +194,9 @@ instant:
   - {name: server_error, field: status_code, op: ">=", value: 500, cooldown: 1s, severity: critical}
   - {name: slow_response, field: response_time_ms, op: ">", value: 5000, cooldown: 1h, severity: warning}
 `)
-	in := alerts.NewInstant(alerts.InstantConfig{FlushEvery: 100 * time.Millisecond}, set, n.js, nop)
+	in := newInstant(t, alerts.InstantConfig{FlushEvery: 100 * time.Millisecond}, set, n.js, nop)
 	run(t, in.Run)
-	h := alerts.NewHistory(alerts.HistoryConfig{MaxWait: 100 * time.Millisecond}, n.js, store, nop)
+	h := newHistory(t, alerts.HistoryConfig{MaxWait: 100 * time.Millisecond}, n.js, store, nop)
 	run(t, h.Run)
 	before := time.Now().UTC().Truncate(time.Second)
 	in.Observe([]event.Request{req(time.Now(), "api", "/pay", 502, 10), req(time.Now(), "web", "/slow", 200, 9000)})

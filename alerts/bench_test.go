@@ -20,7 +20,7 @@ import (
 func BenchmarkAlertLatency(b *testing.B) {
 	n := newNATS(b)
 	set := mustParse(b, instantRules(b, time.Hour))
-	in := alerts.NewInstant(alerts.InstantConfig{MaxGroups: 1 << 20}, set, n.js, nop)
+	in := newInstant(b, alerts.InstantConfig{MaxGroups: 1 << 20}, set, n.js, nop)
 	run(b, in.Run)
 	sub, err := n.nc.SubscribeSync(alerts.SubjectAlerts + ">")
 	if err != nil {
@@ -60,7 +60,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 // of 1,000 requests of which none matches a rule (the common case), and
 // one where every request matches a known group.
 func BenchmarkObserve(b *testing.B) {
-	in := alerts.NewInstant(alerts.InstantConfig{}, mustParse(b, instantRules(b, time.Minute)), nil, nop)
+	in := newInstant(b, alerts.InstantConfig{}, mustParse(b, instantRules(b, time.Minute)), nil, nop)
 	for _, bc := range []struct {
 		name   string
 		status int

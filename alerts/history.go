@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/chstore"
@@ -29,6 +30,9 @@ type HistoryConfig struct {
 	MaxWait  time.Duration // how long a fetch waits for messages (default 1s)
 	Retry    time.Duration // how long a failed insert waits before redelivery (default 5s)
 	Timeout  time.Duration // bound of one insert (default 30s)
+	// Registerer receives the writer's metrics, pulse_alerts_history_*;
+	// nil registers none.
+	Registerer prometheus.Registerer
 }
 
 func (c *HistoryConfig) defaults() {
@@ -74,17 +78,36 @@ type HistoryStats struct {
 type History struct {
 	cfg   HistoryConfig
 	js    jetstream.JetStream
-	store *chstore.Store
+	store Inserter
 	log   zerolog.Logger
 	stats HistoryStats
 }
 
-// NewHistory returns a writer of the alert stream into store. It starts
-// nothing; call Run.
-func NewHistory(cfg HistoryConfig, js jetstream.JetStream, store *chstore.Store, log zerolog.Logger) *History {
+// Inserter is what History needs of ClickHouse: a columnar insert into
+// one table of the store's database. *chstore.Store is one.
+type Inserter interface {
+	Insert(ctx context.Context, queryID, table string, cols []chstore.Column) error
+}
+
+// NewHistory returns a writer of the alert stream into store. It fills
+// cfg's defaults, checks it and registers the writer's metrics on
+// cfg.Registerer. It starts nothing; call Run.
+func NewHistory(cfg HistoryConfig, js jetstream.JetStream, store Inserter, log zerolog.Logger) (*History, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("alert history: %w", err)
+	}
 	cfg.defaults()
 	cfg.Stream.defaults()
-	return &History{cfg: cfg, js: js, store: store, log: log.With().Str("component", "alerts.history").Logger()}
+	h := &History{cfg: cfg, js: js, store: store, log: log.With().Str("component", "alerts.history").Logger()}
+	err := register(cfg.Registerer,
+		counterOf("pulse_alerts_history_rows_total", "Alert transitions stored in ClickHouse.", &h.stats.Rows),
+		counterOf("pulse_alerts_history_malformed_messages_total", "Messages on alert subjects that were not alerts; terminated, not stored.", &h.stats.Malformed),
+		counterOf("pulse_alerts_history_insert_failures_total", "Failed alert history inserts; their messages are redelivered.", &h.stats.Failures),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("alert history: %w", err)
+	}
+	return h, nil
 }
 
 // Stats returns the writer's counters.
@@ -235,7 +258,7 @@ type HistoryQuery struct {
 
 // QueryHistory returns the transitions q selects, newest first, each
 // (id, state) once.
-func QueryHistory(ctx context.Context, s *chstore.Store, q HistoryQuery) ([]Alert, error) {
+func QueryHistory(ctx context.Context, s Querier, q HistoryQuery) ([]Alert, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}

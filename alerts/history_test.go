@@ -47,7 +47,7 @@ func TestHistory(t *testing.T) {
 			if _, err := n.js.Publish(testCtx(t), "pulse.alerts.critical.junk", []byte(`{"id":""}`)); err != nil {
 				t.Fatal(err)
 			}
-			h := alerts.NewHistory(alerts.HistoryConfig{MaxWait: 100 * time.Millisecond}, n.js, store, nop)
+			h := newHistory(t, alerts.HistoryConfig{MaxWait: 100 * time.Millisecond}, n.js, store, nop)
 			run(t, h.Run)
 			testenv.Eventually(t, 20*time.Second, "history written", func() bool {
 				return h.Stats().Rows.Load() == 4 && h.Stats().Malformed.Load() == 1

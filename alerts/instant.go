@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/alerts/rules"
@@ -45,6 +46,9 @@ type InstantConfig struct {
 	Instance string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Registerer receives the evaluator's metrics,
+	// pulse_alerts_instant_*; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 func (c *InstantConfig) defaults() {
@@ -198,8 +202,12 @@ type openAlert struct {
 }
 
 // NewInstant returns an instant evaluator of set's instant rules,
-// publishing through js. It starts nothing; call Run.
-func NewInstant(cfg InstantConfig, set *rules.Set, js jetstream.JetStream, log zerolog.Logger) *Instant {
+// publishing through js. It fills cfg's defaults, checks it and registers
+// the evaluator's metrics on cfg.Registerer. It starts nothing; call Run.
+func NewInstant(cfg InstantConfig, set *rules.Set, js jetstream.JetStream, log zerolog.Logger) (*Instant, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("instant alerts: %w", err)
+	}
 	cfg.defaults()
 	cfg.Stream.defaults()
 	in := &Instant{
@@ -224,7 +232,21 @@ func NewInstant(cfg InstantConfig, set *rules.Set, js jetstream.JetStream, log z
 	}
 	in.pendingOf = make([]int, len(in.rules))
 	in.openOf = make([]int, len(in.rules))
-	return in
+	st := &in.stats
+	err := register(cfg.Registerer,
+		counterOf("pulse_alerts_instant_observed_requests_total", "Requests passed to the instant alert rules.", &st.Observed),
+		counterOf("pulse_alerts_instant_matches_total", "Instant rule matches folded into alert groups.", &st.Matched),
+		counterOf("pulse_alerts_instant_overflow_matches_total", "Instant rule matches folded into a rule's overflow group because the rule had its most groups.", &st.Overflow),
+		counterOf("pulse_alerts_instant_fired_total", "Firing instant alerts this replica published.", &st.Fired),
+		counterOf("pulse_alerts_instant_resolved_total", "Resolved instant alerts this replica published.", &st.Resolved),
+		counterOf("pulse_alerts_instant_joined_total", "Instant alerts found firing in the state bucket (another replica's, or an earlier run's) and joined.", &st.Joined),
+		counterOf("pulse_alerts_instant_nats_failures_total", "Failed NATS operations of the instant evaluator; their work is retried.", &st.Failures),
+		counterOf("pulse_alerts_instant_panics_total", "Instant rule checks of a batch cut short by a recovered panic (none expected).", &st.Panics),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("instant alerts: %w", err)
+	}
+	return in, nil
 }
 
 // Stats returns the evaluator's counters.

@@ -57,7 +57,7 @@ func TestBurst(t *testing.T) {
 	n := newNATS(t)
 	c := collect(t, n.nc)
 	const cooldown = time.Second
-	in := alerts.NewInstant(alerts.InstantConfig{}, mustParse(t, instantRules(t, cooldown)), n.js, nop)
+	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, cooldown)), n.js, nop)
 	run(t, in.Run)
 	// Run is up once it has swept the bucket; an event before that only
 	// waits in memory, but the latency check should not measure start-up.
@@ -147,7 +147,7 @@ instant:
     filters: {service: web}
     cooldown: 1s
 `)
-	in := alerts.NewInstant(alerts.InstantConfig{}, set, n.js, nop)
+	in := newInstant(t, alerts.InstantConfig{}, set, n.js, nop)
 	run(t, in.Run)
 	now := time.Now()
 	in.Observe([]event.Request{
@@ -188,7 +188,7 @@ instant:
 func TestPoison(t *testing.T) {
 	n := newNATS(t)
 	c := collect(t, n.nc)
-	in := alerts.NewInstant(alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Minute)), n.js, nop)
+	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Minute)), n.js, nop)
 	run(t, in.Run)
 	long := strings.Repeat("/x", 100_000)
 	poison := []event.Request{
@@ -247,7 +247,7 @@ func TestInstantRestart(t *testing.T) {
 	c := collect(t, n.nc)
 	set := mustParse(t, instantRules(t, 2*time.Second))
 	nc1, js1 := n.conn(t)
-	first := alerts.NewInstant(alerts.InstantConfig{}, set, js1, nop)
+	first := newInstant(t, alerts.InstantConfig{}, set, js1, nop)
 	stop := run(t, first.Run)
 	first.Observe([]event.Request{req(time.Now(), "api", "/x", 500, 1), req(time.Now(), "api", "/x", 500, 1)})
 	fired := c.wait("server_error", alerts.StateFiring, 1, 5*time.Second)
@@ -257,7 +257,7 @@ func TestInstantRestart(t *testing.T) {
 	nc1.Close() // the first process is gone
 
 	_, js2 := n.conn(t)
-	second := alerts.NewInstant(alerts.InstantConfig{}, set, js2, nop)
+	second := newInstant(t, alerts.InstantConfig{}, set, js2, nop)
 	run(t, second.Run)
 	second.Observe([]event.Request{req(time.Now(), "api", "/x", 502, 1)})
 	res := c.wait("server_error", alerts.StateResolved, 1, 10*time.Second)
@@ -283,7 +283,7 @@ func TestInstantReplicas(t *testing.T) {
 	var replicas []*alerts.Instant
 	for i := 0; i < 2; i++ {
 		_, js := n.conn(t)
-		in := alerts.NewInstant(alerts.InstantConfig{FlushEvery: 200 * time.Millisecond}, set, js, nop)
+		in := newInstant(t, alerts.InstantConfig{FlushEvery: 200 * time.Millisecond}, set, js, nop)
 		run(t, in.Run)
 		replicas = append(replicas, in)
 	}
@@ -322,7 +322,7 @@ func TestInstantReplicas(t *testing.T) {
 // TestObserveWithoutRun: Observe before Run (or without NATS) neither
 // blocks nor grows without bound.
 func TestObserveWithoutRun(t *testing.T) {
-	in := alerts.NewInstant(alerts.InstantConfig{MaxGroups: 10}, mustParse(t, instantRules(t, time.Minute)), nil, nop)
+	in := newInstant(t, alerts.InstantConfig{MaxGroups: 10}, mustParse(t, instantRules(t, time.Minute)), nil, nop)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -343,7 +343,7 @@ func TestObserveWithoutRun(t *testing.T) {
 // TestInstantNoRules: without instant rules Run just waits and Observe
 // does nothing.
 func TestInstantNoRules(t *testing.T) {
-	in := alerts.NewInstant(alerts.InstantConfig{}, mustParse(t, "window:\n  - {name: w, metric: p95_ms, threshold: 1}\n"), nil, nop)
+	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, "window:\n  - {name: w, metric: p95_ms, threshold: 1}\n"), nil, nop)
 	in.Observe([]event.Request{req(time.Now(), "api", "/", 500, 1)})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -358,7 +358,7 @@ func TestInstantNoRules(t *testing.T) {
 // TestObserveAllocs: a request that matches no rule costs no allocation,
 // the contract the aggregator relies on.
 func TestObserveAllocs(t *testing.T) {
-	in := alerts.NewInstant(alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Minute)), nil, nop)
+	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Minute)), nil, nop)
 	reqs := make([]event.Request, 1000)
 	for i := range reqs {
 		reqs[i] = req(time.Now(), "web", "/api/clients/:id", 200, 42)

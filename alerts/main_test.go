@@ -24,8 +24,13 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-// The aggregator calls Instant through its EventObserver hook.
-var _ aggregator.EventObserver = (*alerts.Instant)(nil)
+// The aggregator calls Instant through its EventObserver hook; the store
+// pulse serve passes is what the evaluator, API and history need.
+var (
+	_ aggregator.EventObserver = (*alerts.Instant)(nil)
+	_ alerts.Querier           = (*chstore.Store)(nil)
+	_ alerts.Inserter          = (*chstore.Store)(nil)
+)
 
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -178,6 +183,35 @@ func run(t testing.TB, f func(ctx context.Context) error) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// newInstant, newEvaluator and newHistory build components whose
+// configuration the test expects to be valid.
+func newInstant(t testing.TB, cfg alerts.InstantConfig, set *rules.Set, js jetstream.JetStream, log zerolog.Logger) *alerts.Instant {
+	t.Helper()
+	in, err := alerts.NewInstant(cfg, set, js, log)
+	if err != nil {
+		t.Fatalf("NewInstant: %v", err)
+	}
+	return in
+}
+
+func newEvaluator(t testing.TB, cfg alerts.EvaluatorConfig, set *rules.Set, js jetstream.JetStream, store alerts.Querier, log zerolog.Logger) *alerts.Evaluator {
+	t.Helper()
+	e, err := alerts.NewEvaluator(cfg, set, js, store, log)
+	if err != nil {
+		t.Fatalf("NewEvaluator: %v", err)
+	}
+	return e
+}
+
+func newHistory(t testing.TB, cfg alerts.HistoryConfig, js jetstream.JetStream, store alerts.Inserter, log zerolog.Logger) *alerts.History {
+	t.Helper()
+	h, err := alerts.NewHistory(cfg, js, store, log)
+	if err != nil {
+		t.Fatalf("NewHistory: %v", err)
+	}
+	return h
 }
 
 func mustParse(t testing.TB, yaml string) *rules.Set {

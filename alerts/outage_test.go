@@ -70,7 +70,7 @@ func TestInstantNATSOutage(t *testing.T) {
 	if _, err := alerts.Ensure(testCtx(t), js, alerts.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	in := alerts.NewInstant(alerts.InstantConfig{Timeout: 500 * time.Millisecond}, mustParse(t, instantRules(t, 2*time.Second)), js, nop)
+	in := newInstant(t, alerts.InstantConfig{Timeout: 500 * time.Millisecond}, mustParse(t, instantRules(t, 2*time.Second)), js, nop)
 	run(t, in.Run)
 	watch, _ := testenv.Connect(t, url)
 	c := collect(t, watch)
@@ -152,7 +152,7 @@ func TestEvaluatorStateDown(t *testing.T) {
 	store := testenv.ClickHouse(t)
 	n := newNATS(t)
 	nc, js := n.conn(t)
-	e := alerts.NewEvaluator(alerts.EvaluatorConfig{Timeout: time.Second}, mustParse(t, "window:\n  - {name: w, metric: p95_ms, threshold: 1}\n"), js, store, nop)
+	e := newEvaluator(t, alerts.EvaluatorConfig{Timeout: time.Second}, mustParse(t, "window:\n  - {name: w, metric: p95_ms, threshold: 1}\n"), js, store, nop)
 	nc.Close()
 	if err := e.Evaluate(testCtx(t)); err == nil {
 		t.Fatal("Evaluate without NATS returned nil")

@@ -12,6 +12,14 @@ import (
 	"github.com/wedsync/pulse/internal/chstore"
 )
 
+// Querier is what the window evaluator and the alert API read from
+// ClickHouse: a table's name qualified with the store's database, and the
+// rows of a query. *chstore.Store is one.
+type Querier interface {
+	T(table string) string
+	Query(ctx context.Context, query string) (chstore.Rows, error)
+}
+
 // sample is a window rule's value for one group in one evaluation.
 type sample struct {
 	labels map[string]string // the group's labels
@@ -31,7 +39,7 @@ const week = 7 * 24 * time.Hour
 // countIf, quantileExact, toDateTime of a Unix time; no
 // toStartOfInterval, no WITH FILL. An aggregate without GROUP BY returns
 // one row even when no row matched, with n = 0.
-func windowQuery(s *chstore.Store, r *rules.Window, from, to time.Time) (string, []string) {
+func windowQuery(s Querier, r *rules.Window, from, to time.Time) (string, []string) {
 	var table, value string
 	var where []string
 	groups := r.GroupBy
@@ -81,7 +89,7 @@ func windowQuery(s *chstore.Store, r *rules.Window, from, to time.Time) (string,
 }
 
 // evaluate runs r's query for the window ending at now.
-func evaluate(ctx context.Context, s *chstore.Store, r *rules.Window, now time.Time) ([]sample, error) {
+func evaluate(ctx context.Context, s Querier, r *rules.Window, now time.Time) ([]sample, error) {
 	from := now.Add(-r.Window.D())
 	q, groups := windowQuery(s, r, from, now)
 	rows, err := s.Query(ctx, q)

@@ -29,7 +29,7 @@ func TestTail(t *testing.T) {
 	n := newNATS(t)
 	all := tail(t, n, nil)
 	warnings := tail(t, n, []string{"warning"})
-	in := alerts.NewInstant(alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Second)), n.js, nop)
+	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Second)), n.js, nop)
 	run(t, in.Run)
 	in.Observe([]event.Request{
 		req(time.Now(), "api", "/pay", 502, 10),

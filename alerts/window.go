@@ -12,10 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/alerts/rules"
-	"github.com/wedsync/pulse/internal/chstore"
 )
 
 // EvaluatorConfig tunes the window evaluator. Zero fields take defaults.
@@ -30,6 +30,9 @@ type EvaluatorConfig struct {
 	// and for durations are measured on it. The lease always uses the
 	// real monotonic clock.
 	Now func() time.Time
+	// Registerer receives the evaluator's metrics,
+	// pulse_alerts_evaluator_*; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 func (c *EvaluatorConfig) defaults() {
@@ -99,7 +102,7 @@ type Evaluator struct {
 	cfg   EvaluatorConfig
 	rules []rules.Window
 	js    jetstream.JetStream
-	store *chstore.Store
+	store Querier
 	log   zerolog.Logger
 
 	evalMu sync.Mutex // one evaluation at a time; guards the fields below
@@ -113,14 +116,30 @@ type Evaluator struct {
 }
 
 // NewEvaluator returns an evaluator of set's window and scaling rules,
-// reading store and publishing through js. It starts nothing.
-func NewEvaluator(cfg EvaluatorConfig, set *rules.Set, js jetstream.JetStream, store *chstore.Store, log zerolog.Logger) *Evaluator {
+// reading store and publishing through js. It fills cfg's defaults,
+// checks it and registers the evaluator's metrics on cfg.Registerer. It
+// starts nothing; call Run.
+func NewEvaluator(cfg EvaluatorConfig, set *rules.Set, js jetstream.JetStream, store Querier, log zerolog.Logger) (*Evaluator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("window alerts: %w", err)
+	}
 	cfg.defaults()
 	cfg.Stream.defaults()
 	e := &Evaluator{cfg: cfg, rules: set.Evaluated(), js: js, store: store,
 		log: log.With().Str("component", "alerts.evaluator").Logger()}
 	e.status.Instance = cfg.Instance
-	return e
+	err := register(cfg.Registerer,
+		gaugeOf("pulse_alerts_evaluator_degraded", "1 when the last window evaluation could not run every rule.",
+			func() bool { return e.Status().Degraded }),
+		gaugeOf("pulse_alerts_evaluator_leader", "1 while this replica holds the window evaluator lease.",
+			func() bool { return e.Status().Leader }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pulse_alerts_evaluator_evaluations_total", Help: "Window rule evaluations this replica ran."},
+			func() float64 { return float64(e.Status().Evaluations) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("window alerts: %w", err)
+	}
+	return e, nil
 }
 
 // Status returns the evaluator's health.

@@ -32,7 +32,7 @@ func minuteOf(b time.Time, i, n int, service string, ms float64, status int) []e
 // evaluator returns a window evaluator on n and store whose clock is clk.
 func evaluator(t testing.TB, n *natsEnv, store *chstore.Store, clk *clock, yaml string) *alerts.Evaluator {
 	t.Helper()
-	return alerts.NewEvaluator(alerts.EvaluatorConfig{Now: clk.Now, QueryTimeout: 20 * time.Second}, mustParse(t, yaml), n.js, store, nop)
+	return newEvaluator(t, alerts.EvaluatorConfig{Now: clk.Now, QueryTimeout: 20 * time.Second}, mustParse(t, yaml), n.js, store, nop)
 }
 
 func evaluate(t testing.TB, e *alerts.Evaluator) {
@@ -301,12 +301,12 @@ func TestWindowRestart(t *testing.T) {
 	const yaml = "window:\n  - {name: slow, metric: p95_ms, window: 1m, threshold: 1000}\n"
 	clk := newClock(b.Add(time.Minute))
 	_, js1 := n.conn(t)
-	first := alerts.NewEvaluator(alerts.EvaluatorConfig{Now: clk.Now}, mustParse(t, yaml), js1, store, nop)
+	first := newEvaluator(t, alerts.EvaluatorConfig{Now: clk.Now}, mustParse(t, yaml), js1, store, nop)
 	evaluate(t, first)
 	fired := c.wait("slow", alerts.StateFiring, 1, 5*time.Second)
 
 	_, js2 := n.conn(t)
-	second := alerts.NewEvaluator(alerts.EvaluatorConfig{Now: clk.Now}, mustParse(t, yaml), js2, store, nop)
+	second := newEvaluator(t, alerts.EvaluatorConfig{Now: clk.Now}, mustParse(t, yaml), js2, store, nop)
 	clk.Set(b.Add(2 * time.Minute)) // still slow
 	evaluate(t, second)
 	if s := second.Status(); s.Firing != 1 {
@@ -343,7 +343,7 @@ func TestClickHouseDown(t *testing.T) {
 	b := base()
 	insertRequests(t, store, append(minuteOf(b, 0, 10, "web", 2000, 200), minuteOf(b, 1, 10, "web", 100, 200)...))
 	clk := newClock(b.Add(time.Minute))
-	e := alerts.NewEvaluator(alerts.EvaluatorConfig{Now: clk.Now, QueryTimeout: 3 * time.Second},
+	e := newEvaluator(t, alerts.EvaluatorConfig{Now: clk.Now, QueryTimeout: 3 * time.Second},
 		mustParse(t, "window:\n  - {name: slow, metric: p95_ms, window: 1m, threshold: 1000, no_data: resolve}\n"), n.js, store, nop)
 	evaluate(t, e)
 	c.wait("slow", alerts.StateFiring, 1, 5*time.Second)
@@ -390,7 +390,7 @@ func TestLeader(t *testing.T) {
 	}
 	start := func(name string) *replica {
 		nc, js := n.conn(t)
-		e := alerts.NewEvaluator(alerts.EvaluatorConfig{Interval: 50 * time.Millisecond, Lease: lease, Instance: name},
+		e := newEvaluator(t, alerts.EvaluatorConfig{Interval: 50 * time.Millisecond, Lease: lease, Instance: name},
 			mustParse(t, yaml), js, store, nop)
 		stop := run(t, e.Run)
 		return &replica{e: e, stop: stop, kill: func() { nc.Close(); stop() }}

@@ -298,7 +298,10 @@ func (s *process) run(ctx context.Context) error {
 		}
 		agg = a
 		// Instant alert rules see every event as the aggregator decodes it.
-		inst := alerts.NewInstant(alerts.InstantConfig{Stream: s.alertStreams()}, s.rules, s.js, s.log)
+		inst, err := alerts.NewInstant(alerts.InstantConfig{Stream: s.alertStreams(), Registerer: s.metrics.Registerer()}, s.rules, s.js, s.log)
+		if err != nil {
+			return err
+		}
 		agg.SetEventObserver(inst)
 		g.Go(func() error { return inst.Run(ctx) })
 		g.Go(func() error { return agg.Run(ctx) })
@@ -306,17 +309,17 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return job.Run(ctx) })
 	}
 	if s.roles["alerts"] {
-		ev := alerts.NewEvaluator(alerts.EvaluatorConfig{Stream: s.alertStreams(), Interval: s.flags.alertInterval}, s.rules, s.js, s.store, s.log)
-		hist := alerts.NewHistory(alerts.HistoryConfig{Stream: s.alertStreams()}, s.js, s.store, s.log)
+		ev, err := alerts.NewEvaluator(alerts.EvaluatorConfig{Stream: s.alertStreams(), Interval: s.flags.alertInterval, Registerer: s.metrics.Registerer()},
+			s.rules, s.js, s.store, s.log)
+		if err != nil {
+			return err
+		}
+		hist, err := alerts.NewHistory(alerts.HistoryConfig{Stream: s.alertStreams(), Registerer: s.metrics.Registerer()}, s.js, s.store, s.log)
+		if err != nil {
+			return err
+		}
 		g.Go(func() error { return ev.Run(ctx) })
 		g.Go(func() error { return hist.Run(ctx) })
-		s.metrics.GaugeFunc("pulse_alerts_evaluator_degraded", "1 when the last window evaluation could not run every rule.",
-			func() float64 {
-				if ev.Status().Degraded {
-					return 1
-				}
-				return 0
-			})
 	}
 	// Every process samples its own host; the query role probes the
 	// platform's components (one role, so that they are probed once).
@@ -454,7 +457,11 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	if s.roles["query"] {
 		api := query.New(query.Config{}, s.store, s.responseCache(), s.log)
 		api.Register(r)
-		alerts.NewAPI(alerts.APIConfig{Stream: s.alertStreams()}, s.rules, s.js, s.store, s.log).Register(r)
+		alertAPI, err := alerts.NewAPI(alerts.APIConfig{Stream: s.alertStreams()}, s.rules, s.js, s.store, s.log)
+		if err != nil {
+			return nil, err
+		}
+		alertAPI.Register(r)
 		s.validator = validate.New(validate.Config{DatabaseURL: s.flags.probe.DatabaseURL}, s.validateDeps(r), s.log)
 		s.validator.Register(r)
 		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}

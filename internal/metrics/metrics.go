@@ -51,7 +51,8 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// Registerer is where components register the metrics they own.
+// Registerer is the registry, for components that register their own
+// metrics.
 func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
 
 // CounterFunc registers a counter whose value f reads on each scrape.
