@@ -3,6 +3,7 @@
 //
 //	pulse serve     run the pipeline (all roles, or --roles ingest,aggregator,query)
 //	pulse migrate   apply the ClickHouse schema
+//	pulse loadtest  load a Pulse over HTTP and judge it against the spec's targets
 //	pulse version   print the version
 //
 // Every flag has a PULSE_* environment twin: --http-addr is PULSE_HTTP_ADDR.
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, rest, stdout, stderr)
 	case "migrate":
 		err = migrate(ctx, rest, stdout, stderr)
+	case "loadtest":
+		err = loadtestCmd(ctx, rest, stdout, stderr)
 	case "rules":
 		err = rulesCmd(rest, stdout)
 	case "alerts":
@@ -90,6 +93,7 @@ func usage(w io.Writer) {
 Commands:
   serve     run the pipeline: ingest edge, aggregator, query API (see --roles)
   migrate   apply the ClickHouse schema and exit
+  loadtest  load a Pulse over HTTP (10,000 users by default), print PASS/FAIL against the spec's targets
   rules check FILE         validate an alert rules file (exit 1 naming each problem's line)
   alerts tail [--severity] print live alerts from a Pulse's NATS
   version   print the version
