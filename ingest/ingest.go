@@ -5,6 +5,7 @@ package ingest
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,25 +18,36 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/auth"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/httpapi"
+	"github.com/wedsync/pulse/internal/stream"
 )
 
-// Config bounds what one request may carry.
+// Config bounds what one request may carry and says how single events are
+// coalesced. The zero value of each field means its default, except
+// CoalesceDelay, whose zero turns coalescing off.
 type Config struct {
-	MaxBodyBytes         int64         // on the wire, compressed or not (413 beyond)
-	MaxDecompressedBytes int64         // after gunzip (413 beyond)
-	MaxEvents            int           // per request (413 beyond)
-	Retention            time.Duration // older events are rejected
+	MaxBodyBytes         int64         // on the wire, compressed or not (413 beyond); default 8 MiB
+	MaxDecompressedBytes int64         // after gunzip (413 beyond); default 32 MiB
+	MaxEvents            int           // per request (413 beyond); default 10,000
+	Retention            time.Duration // older events are rejected; default 30 days
 	DefaultService       string        // for events without a service
-	PublishTimeout       time.Duration // wait for JetStream's acknowledgement
+	PublishTimeout       time.Duration // wait for JetStream's acknowledgement; default 5 s
+
+	// CoalesceDelay is how long a batch of single events waits for more
+	// before it is published (group commit); 0 publishes each on its own.
+	CoalesceDelay time.Duration
+	// Stream names the streams (the edge log in particular) and the
+	// duplicate window; its zero fields get stream.Config's defaults.
+	Stream stream.Config
 }
 
-// Defaults fills zero fields.
-func (c *Config) Defaults() {
+func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 8 << 20
 	}
@@ -54,10 +66,13 @@ func (c *Config) Defaults() {
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = 5 * time.Second
 	}
+	c.Stream.Defaults()
+	return c
 }
 
-// Validate checks c after Defaults.
+// Validate reports what is wrong with c once its defaults are applied.
 func (c Config) Validate() error {
+	c = c.withDefaults()
 	switch {
 	case c.MaxBodyBytes < 1024 || c.MaxDecompressedBytes < c.MaxBodyBytes:
 		return errors.New("ingest body limits: max body at least 1 KiB, decompressed limit at least the body limit")
@@ -65,46 +80,73 @@ func (c Config) Validate() error {
 		return errors.New("ingest max events must be positive")
 	case !event.ValidService(c.DefaultService):
 		return fmt.Errorf("ingest default service %q is not a valid service name", c.DefaultService)
+	case c.PublishTimeout < 0:
+		return errors.New("ingest publish timeout must not be negative")
+	case c.CoalesceDelay < 0 || c.CoalesceDelay > time.Second:
+		return errors.New("ingest coalesce delay must be between 0 and 1s")
 	}
-	return nil
+	return c.Stream.Validate()
 }
 
 // Stats counts what the edge did; safe for concurrent reads.
 type Stats struct {
 	Accepted    atomic.Uint64 // events persisted
 	Rejected    atomic.Uint64 // requests refused for bad input (4xx)
-	Unavailable atomic.Uint64 // requests refused because the stream was unavailable (503)
+	Unavailable atomic.Uint64 // requests answered 503: not persisted, or not confirmed in time
+	Abandoned   atomic.Uint64 // requests whose client went away before the answer
 }
 
-// Observer learns of accepted and refused ingest requests.
-type Observer interface {
-	ObservePublish(events int, d time.Duration)
-	ObserveRejected(status int)
-}
-
-type nopObserver struct{}
-
-func (nopObserver) ObservePublish(int, time.Duration) {}
-func (nopObserver) ObserveRejected(int)               {}
-
-// Edge serves the ingest routes.
+// Edge serves the ingest routes. New builds it, Register adds its routes
+// and Run must be running while they serve: with coalescing on, single
+// events wait until Run has read the edge log.
 type Edge struct {
-	obs   Observer
-	cfg   Config
-	pub   *Publisher
-	log   zerolog.Logger
-	stats Stats
-	now   func() time.Time
+	cfg      Config
+	pub      *Publisher
+	coalesce *coalescer // nil when coalescing is off
+	metrics  *edgeMetrics
+	log      zerolog.Logger
+	logs     throttle
+	stats    Stats
+	now      func() time.Time
 }
 
-// New returns an Edge publishing through pub.
-func New(cfg Config, pub *Publisher, log zerolog.Logger) *Edge {
-	cfg.Defaults()
-	return &Edge{cfg: cfg, pub: pub, obs: nopObserver{}, log: log.With().Str("component", "ingest").Logger(), now: time.Now}
+// New returns an Edge publishing on nc, with defaults applied to cfg; it
+// fails when cfg is invalid or a metric cannot be registered on reg (nil
+// registers none).
+func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log zerolog.Logger) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	log = log.With().Str("component", "ingest").Logger()
+	pub, err := NewPublisher(nc, cfg.PublishTimeout)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newEdgeMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	e := &Edge{cfg: cfg, pub: pub, metrics: m, log: log, now: time.Now}
+	e.logs.every = 10 * time.Second
+	if cfg.CoalesceDelay > 0 {
+		e.coalesce = newCoalescer(coalesceConfig{
+			Delay: cfg.CoalesceDelay, MaxEvents: 1000, MaxBytes: 512 << 10, InFlight: 64,
+			Window: cfg.Stream.DuplicateWindow, Timeout: cfg.PublishTimeout, LogStream: cfg.Stream.EdgeLogStream,
+		}, pub.js, nc, log)
+	}
+	return e, nil
 }
 
-// SetObserver makes o learn of requests. Call it before serving.
-func (e *Edge) SetObserver(o Observer) { e.obs = o }
+// Run follows the edge log while coalescing is on, and returns when ctx
+// ends.
+func (e *Edge) Run(ctx context.Context) error {
+	if e.coalesce == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return e.coalesce.follow(ctx)
+}
 
 // Stats returns the edge's counters.
 func (e *Edge) Stats() *Stats { return &e.stats }
@@ -117,30 +159,101 @@ func (e *Edge) Register(r *httpapi.Router) {
 	r.Handle(http.MethodPost, "/api/admin/system/resources", auth.ScopeIngest, e.postResources)
 }
 
+// statusClientClosed answers a request whose client went away (nginx's
+// 499); nobody reads it, but access logs and metrics do.
+const statusClientClosed = 499
+
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (e *Edge) postMetrics(c echo.Context) error {
 	reqs, err := e.decode(c.Request())
 	if err != nil {
-		e.stats.Rejected.Add(1)
-		var he *httpapi.Error
-		if errors.As(err, &he) {
-			e.obs.ObserveRejected(he.Status)
+		return e.refused(err)
+	}
+	p, _ := httpapi.PrincipalOf(c)
+	key := c.Request().Header.Get("Idempotency-Key")
+	return e.accept(c, len(reqs), func(ctx context.Context) error {
+		if e.coalesce != nil && len(reqs) == 1 && key == "" {
+			return e.publishSingle(ctx, p.Name, reqs[0])
+		}
+		return e.pub.Publish(ctx, p.Name, reqs, key)
+	})
+}
+
+func (e *Edge) postResources(c echo.Context) error {
+	samples, err := e.decodeSamples(c.Request())
+	if err != nil {
+		return e.refused(err)
+	}
+	p, _ := httpapi.PrincipalOf(c)
+	key := c.Request().Header.Get("Idempotency-Key")
+	return e.accept(c, len(samples), func(ctx context.Context) error {
+		return e.pub.PublishSamples(ctx, p.Name, samples, key)
+	})
+}
+
+// publishSingle hands one event to the coalescer and waits for its batch.
+func (e *Edge) publishSingle(ctx context.Context, caller string, q event.Request) error {
+	if e.pub.nc.Status() != nats.CONNECTED {
+		return fmt.Errorf("%w: not connected to NATS", errNotConnected)
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
+	err := e.coalesce.ready(wctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		return err
 	}
-	p, _ := httpapi.PrincipalOf(c)
-	start := time.Now()
-	err = e.pub.Publish(c.Request().Context(), p.Name, reqs, c.Request().Header.Get("Idempotency-Key"))
-	if err != nil {
-		e.stats.Unavailable.Add(1)
-		e.obs.ObserveRejected(http.StatusServiceUnavailable)
-		e.log.Warn().Err(err).Int("events", len(reqs)).Msg("events not persisted; answered 503")
-		return httpapi.Unavailable("the event stream is unavailable; retry later", 2*time.Second)
+	b, retry := e.coalesce.add(caller, q)
+	if err := e.coalesce.wait(ctx, b, retry); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	e.stats.Accepted.Add(uint64(len(reqs)))
-	e.obs.ObservePublish(len(reqs), time.Since(start))
-	return c.JSON(http.StatusAccepted, map[string]int{"accepted": len(reqs)})
+	return nil
+}
+
+// refused counts and returns a 4xx answer.
+func (e *Edge) refused(err error) error {
+	e.stats.Rejected.Add(1)
+	var he *httpapi.Error
+	if errors.As(err, &he) {
+		e.metrics.rejected(he.Status)
+	}
+	return err
+}
+
+// accept runs publish for a request of n validated items and answers it:
+// 202 once they are persisted, 503 + Retry-After when they are not (or not
+// confirmed in time), nothing when the client went away first.
+func (e *Edge) accept(c echo.Context, n int, publish func(context.Context) error) error {
+	start := time.Now()
+	ctx := c.Request().Context()
+	err := publish(ctx)
+	if err == nil {
+		e.stats.Accepted.Add(uint64(n))
+		e.metrics.accepted(n, time.Since(start))
+		return c.JSON(http.StatusAccepted, map[string]int{"accepted": n})
+	}
+	if ctx.Err() != nil {
+		// Nobody is there to answer; whatever was published stays
+		// published, and a retry with the same request_id or
+		// Idempotency-Key cannot store it twice.
+		e.stats.Abandoned.Add(1)
+		e.metrics.abandoned.Inc()
+		return httpapi.Errorf(statusClientClosed, "client_closed_request", "the client closed the request")
+	}
+	reason := unavailableReason(err)
+	e.stats.Unavailable.Add(1)
+	e.metrics.unavailable(reason)
+	if n := e.logs.allow(reason, time.Now()); n > 0 {
+		e.log.Warn().Err(err).Str("reason", reason).Uint64("requests", n).
+			Msg("requests answered 503 (one line per reason every 10s; requests counts them since the last line)")
+	}
+	if reason == reasonTimeout {
+		return httpapi.Unavailable("the event stream did not confirm in time; a retry with the same request_id or Idempotency-Key is stored once", 2*time.Second)
+	}
+	return httpapi.Unavailable("the event stream is unavailable; retry later", 2*time.Second)
 }
 
 func badRequest(field, message string) *httpapi.Error {
@@ -251,26 +364,6 @@ func (e *Edge) decodeError(err error) error {
 
 // MaxSamples bounds the resource samples of one request.
 const MaxSamples = 1000
-
-func (e *Edge) postResources(c echo.Context) error {
-	samples, err := e.decodeSamples(c.Request())
-	if err != nil {
-		e.stats.Rejected.Add(1)
-		var he *httpapi.Error
-		if errors.As(err, &he) {
-			e.obs.ObserveRejected(he.Status)
-		}
-		return err
-	}
-	p, _ := httpapi.PrincipalOf(c)
-	if err := e.pub.PublishSamples(c.Request().Context(), p.Name, samples, c.Request().Header.Get("Idempotency-Key")); err != nil {
-		e.stats.Unavailable.Add(1)
-		e.obs.ObserveRejected(http.StatusServiceUnavailable)
-		e.log.Warn().Err(err).Int("samples", len(samples)).Msg("samples not persisted; answered 503")
-		return httpapi.Unavailable("the event stream is unavailable; retry later", 2*time.Second)
-	}
-	return c.JSON(http.StatusAccepted, map[string]int{"accepted": len(samples)})
-}
 
 func (e *Edge) decodeSamples(r *http.Request) ([]event.ResourceSample, error) {
 	_, data, release, err := e.readBody(r, "application/json")

@@ -70,10 +70,6 @@ func newEnv(t testing.TB, ns *server.Server, cfg Config, sc stream.Config) *env 
 	if cfg.PublishTimeout == 0 {
 		cfg.PublishTimeout = 5 * time.Second
 	}
-	pub, err := NewPublisher(nc, cfg.PublishTimeout)
-	if err != nil {
-		t.Fatalf("NewPublisher: %v", err)
-	}
 	var buf bytes.Buffer
 	log := zerolog.New(&buf)
 	var tokens auth.StaticTokens
@@ -81,8 +77,23 @@ func newEnv(t testing.TB, ns *server.Server, cfg Config, sc stream.Config) *env 
 	tokens.Add(otherToken, auth.Principal{Name: "mobile", Scopes: []auth.Scope{auth.ScopeIngest}})
 	tokens.Add(adminToken, auth.Principal{Name: "ops", Scopes: []auth.Scope{auth.ScopeAdmin}})
 	e := httpapi.New(log)
-	edge := New(cfg, pub, log)
+	if cfg.Stream.IngestStream == "" {
+		cfg.Stream = sc
+	}
+	edge, err := New(cfg, nc, nil, log)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
 	edge.now = func() time.Time { return now }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- edge.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Edge.Run: %v", err)
+		}
+	})
 	edge.Register(httpapi.NewRouter(e, &tokens))
 	return &env{ns: ns, nc: nc, js: js, sc: sc, edge: edge, e: e, log: &buf}
 }
@@ -98,6 +109,13 @@ type post struct {
 }
 
 func (v *env) do(p post) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	v.e.ServeHTTP(rec, newPost(p))
+	return rec
+}
+
+// newPost builds the request p describes.
+func newPost(p post) *http.Request {
 	if p.body == nil {
 		p.body = bytes.NewReader(nil)
 	}
@@ -125,9 +143,7 @@ func (v *env) do(p post) *httptest.ResponseRecorder {
 	default:
 		req.Header.Set(echo.HeaderAuthorization, "Bearer "+p.token)
 	}
-	rec := httptest.NewRecorder()
-	v.e.ServeHTTP(rec, req)
-	return rec
+	return req
 }
 
 // accept posts p and fails the test unless the edge answers 202 with
@@ -828,7 +844,7 @@ func (v *env) unavailable(t *testing.T, what string, wantCount uint64) {
 	if got := v.edge.Stats().Accepted.Load(); got != accepted {
 		t.Errorf("%s: Stats().Accepted went from %d to %d", what, accepted, got)
 	}
-	if !strings.Contains(v.log.String(), "events not persisted") {
+	if !strings.Contains(v.log.String(), "answered 503") {
 		t.Errorf("%s: log %q lacks the warning", what, v.log)
 	}
 }
@@ -879,8 +895,8 @@ func TestPostNoAck(t *testing.T) {
 }
 
 // TestPostClientGone checks a request whose caller went away while the
-// edge waited: nothing tells the caller it was persisted, so it is counted
-// as unavailable, not accepted.
+// edge waited: it is counted as abandoned, neither accepted nor a 503, and
+// answered (to nobody) with nginx's 499.
 func TestPostClientGone(t *testing.T) {
 	v := newEnv(t, nil, Config{}, stream.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -890,11 +906,14 @@ func TestPostClientGone(t *testing.T) {
 	req.Header.Set(echo.HeaderAuthorization, "Bearer "+ingestToken)
 	rec := httptest.NewRecorder()
 	v.e.ServeHTTP(rec, req)
-	if rec.Code != http.StatusServiceUnavailable {
-		t.Errorf("got status %d; want 503 (body %s)", rec.Code, rec.Body)
+	if rec.Code != statusClientClosed {
+		t.Errorf("got status %d; want %d (body %s)", rec.Code, statusClientClosed, rec.Body)
 	}
-	if a, u := v.edge.Stats().Accepted.Load(), v.edge.Stats().Unavailable.Load(); a != 0 || u != 1 {
-		t.Errorf("Stats() Accepted %d, Unavailable %d; want 0, 1", a, u)
+	if a, u, g := v.edge.Stats().Accepted.Load(), v.edge.Stats().Unavailable.Load(), v.edge.Stats().Abandoned.Load(); a != 0 || u != 0 || g != 1 {
+		t.Errorf("Stats() Accepted %d, Unavailable %d, Abandoned %d; want 0, 0, 1", a, u, g)
+	}
+	if strings.Contains(v.log.String(), "503") {
+		t.Errorf("a client that went away was logged as a 503:\n%s", v.log)
 	}
 }
 
@@ -933,10 +952,11 @@ func TestPostStreamFull(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	var c Config
-	c.Defaults()
+	c := Config{}.withDefaults()
+	var sc stream.Config
+	sc.Defaults()
 	want := Config{MaxBodyBytes: 8 << 20, MaxDecompressedBytes: 32 << 20, MaxEvents: 10000, Retention: 30 * 24 * time.Hour,
-		DefaultService: event.DefaultService, PublishTimeout: 5 * time.Second}
+		DefaultService: event.DefaultService, PublishTimeout: 5 * time.Second, Stream: sc}
 	if c != want {
 		t.Fatalf("Defaults: got %+v; want %+v", c, want)
 	}

@@ -22,6 +22,12 @@ import (
 // the chunks that did get through.
 var ErrUnavailable = errors.New("event stream unavailable")
 
+// errNotConnected means nothing was published: NATS is not reachable.
+var errNotConnected = errors.New("not connected to NATS")
+
+// errUnconfirmed means a publish may or may not have been persisted.
+var errUnconfirmed = errors.New("not confirmed")
+
 // Publisher puts validated requests on the ingest stream. It is safe for
 // concurrent use.
 type Publisher struct {
@@ -51,7 +57,7 @@ func NewPublisher(nc *nats.Conn, timeout time.Duration) (*Publisher, error) {
 // different callers apart: one caller cannot drop another's events.
 func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Request, idempotencyKey string) error {
 	if p.nc.Status() != nats.CONNECTED {
-		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
+		return fmt.Errorf("%w: %w", ErrUnavailable, errNotConnected)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -78,9 +84,12 @@ func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Req
 		default:
 			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
 		}
-		f, err := p.js.PublishMsgAsync(msg)
+		// A full window of outstanding publishes is a moment's wait,
+		// not a refusal: wait for room until the deadline.
+		wait := time.Until(deadline(ctx))
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(max(wait, time.Millisecond)))
 		if err != nil {
-			return fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+			return fmt.Errorf("%w: publish: %w", ErrUnavailable, err)
 		}
 		futures = append(futures, f)
 		start = end
@@ -89,9 +98,9 @@ func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Req
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		case <-ctx.Done():
-			return fmt.Errorf("%w: no acknowledgement within %s", ErrUnavailable, p.timeout)
+			return fmt.Errorf("%w: %w: no acknowledgement within %s", ErrUnavailable, ctx.Err(), p.timeout)
 		}
 	}
 	return nil
@@ -102,7 +111,7 @@ func (p *Publisher) Publish(ctx context.Context, caller string, reqs []event.Req
 // message; the edge bounds their number.
 func (p *Publisher) PublishSamples(ctx context.Context, caller string, samples []event.ResourceSample, idempotencyKey string) error {
 	if p.nc.Status() != nats.CONNECTED {
-		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
+		return fmt.Errorf("%w: %w", ErrUnavailable, errNotConnected)
 	}
 	data, err := json.Marshal(samples)
 	if err != nil {
@@ -115,7 +124,12 @@ func (p *Publisher) PublishSamples(ctx context.Context, caller string, samples [
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }

@@ -101,7 +101,6 @@ func newRouterEnv(t *testing.T) *routerEnv {
 	}
 	f.stream = testenv.Streams(t, js, stream.Config{})
 	f.ingest.Retention, f.agg.Retention = retention.Raw, retention.Raw
-	f.ingest.Defaults()
 
 	tokens, err := parseTokens("ops:"+testAdminToken, "fleet:"+testIngestToken)
 	if err != nil {

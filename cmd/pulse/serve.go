@@ -117,6 +117,7 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.Int64Var(&f.ingest.MaxDecompressedBytes, "max-decompressed-bytes", 32<<20, "largest ingest body after gunzip")
 	fs.IntVar(&f.ingest.MaxEvents, "max-events", 10000, "most events in one ingest request")
 	fs.StringVar(&f.ingest.DefaultService, "default-service", "default", "service of events that name none")
+	fs.DurationVar(&f.ingest.CoalesceDelay, "coalesce-delay", time.Millisecond, "single-event requests arriving within this delay share one JetStream message (group commit); 0 publishes each alone")
 	fs.IntVar(&f.agg.MaxRows, "batch-rows", 50000, "aggregator: insert when a batch holds this many rows")
 	fs.DurationVar(&f.agg.MaxDelay, "batch-delay", time.Second, "aggregator: or when its oldest event waited this long")
 	fs.DurationVar(&f.agg.AckWait, "ack-wait", time.Minute, "aggregator: redelivery delay of unacked messages")
@@ -148,7 +149,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	f.ingest.Retention, f.agg.Retention = retention.Raw, retention.Raw
-	f.ingest.Defaults()
 	if err := f.ingest.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -233,6 +233,7 @@ type process struct {
 	redis     *redis.Client
 	runner    *probe.Runner
 	validator *validate.Validator
+	edge      *ingest.Edge
 	metrics   *metrics.Metrics
 	draining  atomic.Bool
 }
@@ -341,6 +342,9 @@ func (s *process) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if s.edge != nil {
+			g.Go(func() error { return s.edge.Run(ctx) })
+		}
 		g.Go(func() error { return srv(ctx) })
 	}
 	s.log.Info().Strs("roles", keys(s.roles)).Msg("pulse is serving")
@@ -443,15 +447,14 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 
 	var edge *ingest.Edge
 	if s.roles["ingest"] {
-		pub, err := ingest.NewPublisher(s.nc, s.flags.ingest.PublishTimeout)
-		if err != nil {
+		cfg := s.flags.ingest
+		cfg.Stream = s.flags.stream
+		var err error
+		if edge, err = ingest.New(cfg, s.nc, s.metrics.Registerer(), s.log); err != nil {
 			return nil, err
 		}
-		edge = ingest.New(s.flags.ingest, pub, s.log)
-		edge.SetObserver(s.metrics)
-		st := edge.Stats()
-		s.metrics.CounterFunc("pulse_ingest_events_total", "Events accepted: persisted in JetStream.", func() float64 { return float64(st.Accepted.Load()) })
 		edge.Register(r)
+		s.edge = edge
 	}
 	r.Handle(http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(s.metrics.Handler()))
 	if s.roles["query"] {

@@ -1,13 +1,10 @@
-// Package metrics exposes Pulse's own Prometheus metrics: what the edge
-// accepted and refused, stream backlog. Components report through small
-// Observer interfaces they declare, or register their own metrics on
-// Registerer; counters they already keep are read on scrape.
+// Package metrics is one process's Prometheus registry. Components register
+// the metrics they own on Registerer (Prometheus's ManagerOptions.Registerer
+// habit); main creates the registry and serves it on /metrics.
 package metrics
 
 import (
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,35 +12,16 @@ import (
 )
 
 // Metrics is one process's registry. Its methods are safe for concurrent
-// use; a nil *Metrics observes nothing.
+// use.
 type Metrics struct {
-	reg            *prometheus.Registry
-	publishSeconds prometheus.Histogram
-	publishEvents  prometheus.Histogram
-	rejected       *prometheus.CounterVec
+	reg *prometheus.Registry
 }
 
-// New returns a registry with the Go runtime and process collectors and
-// Pulse's pipeline metrics.
+// New returns a registry with the Go runtime and process collectors.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := &Metrics{
-		reg: reg,
-		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pulse_ingest_publish_seconds", Help: "Time from publish to JetStream acknowledgement of one ingest request.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-		}),
-		publishEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "pulse_ingest_request_events", Help: "Events per accepted ingest request.",
-			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
-		}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pulse_ingest_rejected_requests_total", Help: "Ingest requests refused, by HTTP status.",
-		}, []string{"status"}),
-	}
-	reg.MustRegister(m.publishSeconds, m.publishEvents, m.rejected)
-	return m
+	return &Metrics{reg: reg}
 }
 
 // Handler serves the registry in the Prometheus exposition format.
@@ -63,21 +41,4 @@ func (m *Metrics) CounterFunc(name, help string, f func() float64) {
 // GaugeFunc registers a gauge whose value f reads on each scrape.
 func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
-}
-
-// ObservePublish records an accepted ingest request.
-func (m *Metrics) ObservePublish(events int, d time.Duration) {
-	if m == nil {
-		return
-	}
-	m.publishSeconds.Observe(d.Seconds())
-	m.publishEvents.Observe(float64(events))
-}
-
-// ObserveRejected records an ingest request refused with status.
-func (m *Metrics) ObserveRejected(status int) {
-	if m == nil {
-		return
-	}
-	m.rejected.WithLabelValues(strconv.Itoa(status)).Inc()
 }

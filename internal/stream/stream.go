@@ -38,6 +38,11 @@ const (
 	// SubjectDeadLetter prefixes invalid messages taken off the ingest
 	// stream: pulse.deadletter.<original subject without "pulse.">.
 	SubjectDeadLetter = "pulse.deadletter."
+	// SubjectEdgeLog carries the edge log: every batch of coalesced single
+	// events, written before the same batch goes on SubjectEdgeRequests
+	// (see ingest's coalescer). It is outside pulse.ingest.>, in a stream of
+	// its own.
+	SubjectEdgeLog = "pulse.edgelog.requests"
 
 	// HeaderReason on a dead letter says why the message was rejected.
 	HeaderReason = "Pulse-Reason"
@@ -49,12 +54,19 @@ const (
 	HeaderEncoding = "Pulse-Encoding"
 	// EncodingBatchV1 is event.AppendBatch's encoding.
 	EncodingBatchV1 = "batch-v1"
+	// HeaderCaller on an edge log message is the caller scope the batch's
+	// request IDs belong to.
+	HeaderCaller = "Pulse-Caller"
+	// HeaderEdge on an edge log message names the edge process that wrote
+	// it.
+	HeaderEdge = "Pulse-Edge"
 )
 
 // Config describes the ingest streams.
 type Config struct {
 	IngestStream     string        // default PULSE_INGEST
 	DeadLetterStream string        // default PULSE_DEADLETTER
+	EdgeLogStream    string        // default PULSE_EDGE_LOG
 	MaxBytes         int64         // backlog limit; beyond it publishes fail (discard new)
 	MaxAge           time.Duration // unconsumed messages older than this are removed
 	Replicas         int           // 1 here, 3 on a production cluster
@@ -68,6 +80,9 @@ func (c *Config) Defaults() {
 	}
 	if c.DeadLetterStream == "" {
 		c.DeadLetterStream = "PULSE_DEADLETTER"
+	}
+	if c.EdgeLogStream == "" {
+		c.EdgeLogStream = "PULSE_EDGE_LOG"
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = 8 << 30
@@ -134,8 +149,28 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", c.DeadLetterStream, err)
 	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.EdgeLogStream,
+		Description: "Pulse edge log: batches of coalesced single events, kept for the duplicate window so that any edge can recognise a retry",
+		Subjects:    []string{SubjectEdgeLog},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    min(c.MaxBytes, 2<<30),
+		MaxAge:      c.EdgeLogAge(),
+		Replicas:    c.Replicas,
+		Duplicates:  c.DuplicateWindow,
+		MaxMsgSize:  -1,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", c.EdgeLogStream, err)
+	}
 	return nil
 }
+
+// EdgeLogAge is how long the edge log keeps a batch: the duplicate window,
+// plus a minute so that an edge starting up still reads a whole window.
+func (c Config) EdgeLogAge() time.Duration { return c.DuplicateWindow + time.Minute }
 
 // Connect dials NATS and keeps reconnecting forever; publishers see errors
 // while it is away, nothing blocks.

@@ -1,0 +1,244 @@
+package ingest
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/stream"
+	"github.com/wedsync/pulse/internal/testenv"
+)
+
+// coalescing is the edge configuration the coalescing tests use.
+var coalescing = Config{CoalesceDelay: 5 * time.Millisecond}
+
+// postSingles posts one single-event request per id, all at once, and
+// returns the statuses by id.
+func (v *env) postSingles(t *testing.T, ids []int, prefix string) map[int]int {
+	t.Helper()
+	var mu sync.Mutex
+	got := map[int]int{}
+	var wg sync.WaitGroup
+	for _, i := range ids {
+		wg.Go(func() {
+			rec := v.do(post{body: strings.NewReader(line(prefix, i))})
+			mu.Lock()
+			got[i] = rec.Code
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+// onceEach fails unless the stream holds exactly the events prefix-i for
+// i in [0, n), each once.
+func (v *env) onceEach(t *testing.T, prefix string, n int) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, q := range v.stored(t) {
+		seen[q.RequestID]++
+	}
+	for i := range n {
+		id := want(prefix, i).RequestID
+		if seen[id] != 1 {
+			t.Errorf("%s stored %d times; want once", id, seen[id])
+		}
+		delete(seen, id)
+	}
+	for id, c := range seen {
+		t.Errorf("unexpected event %s stored %d times", id, c)
+	}
+}
+
+func TestCoalesceGroupsSingleEvents(t *testing.T) {
+	v := newEnv(t, nil, coalescing, stream.Config{})
+	const n = 300
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = i
+	}
+	for i, code := range v.postSingles(t, ids, "c") {
+		if code != http.StatusAccepted {
+			t.Fatalf("event %d: status %d; want 202", i, code)
+		}
+	}
+	v.onceEach(t, "c", n)
+	msgs := v.messages(t)
+	if len(msgs) >= n/2 {
+		t.Errorf("%d single events took %d messages; want them coalesced into far fewer", n, len(msgs))
+	}
+	for _, m := range msgs {
+		if m.Header.Get(jetstream.MsgIDHeader) == "" {
+			t.Errorf("message %d has no Nats-Msg-Id", m.Sequence)
+		}
+	}
+	if got := v.edge.Stats().Accepted.Load(); got != n {
+		t.Errorf("Stats().Accepted = %d; want %d", got, n)
+	}
+}
+
+func TestCoalesceRetryStoredOnce(t *testing.T) {
+	v := newEnv(t, nil, coalescing, stream.Config{})
+	// The same events, concurrently and again after their 202.
+	for round := range 3 {
+		ids := []int{0, 1, 2, 3, 0, 1, 2, 3, 4}
+		for i, code := range v.postSingles(t, ids, "r") {
+			if code != http.StatusAccepted {
+				t.Fatalf("round %d, event %d: status %d; want 202", round, i, code)
+			}
+		}
+	}
+	v.onceEach(t, "r", 5)
+	// Another caller's event with the same request ID is its own event.
+	if rec := v.do(post{body: strings.NewReader(line("r", 0)), token: otherToken}); rec.Code != http.StatusAccepted {
+		t.Fatalf("other caller: status %d; want 202", rec.Code)
+	}
+	if got := len(v.stored(t)); got != 6 {
+		t.Errorf("stored %d events; want 6 (5 of one caller, 1 of the other)", got)
+	}
+}
+
+// A second edge on the same NATS (another replica, or this one after a
+// restart) recognises a retry of an event the first edge stored.
+func TestCoalesceRetryOnAnotherEdge(t *testing.T) {
+	a := newEnv(t, nil, coalescing, stream.Config{})
+	for i, code := range a.postSingles(t, []int{0, 1, 2}, "x") {
+		if code != http.StatusAccepted {
+			t.Fatalf("edge A, event %d: status %d", i, code)
+		}
+	}
+	b := newEnv(t, a.ns, coalescing, a.sc)
+	for i, code := range b.postSingles(t, []int{0, 1, 2, 3}, "x") {
+		if code != http.StatusAccepted {
+			t.Fatalf("edge B, event %d: status %d", i, code)
+		}
+	}
+	a.onceEach(t, "x", 4)
+	// And while both run, A learns B's batches from the log.
+	testenv.Eventually(t, 10*time.Second, "edge A learned edge B's event", func() bool {
+		a.edge.coalesce.mu.Lock()
+		defer a.edge.coalesce.mu.Unlock()
+		k := a.edge.coalesce.key("web", want("x", 3).RequestID)
+		return a.edge.coalesce.win.get(k, time.Now()) != nil
+	})
+	if rec := a.do(post{body: strings.NewReader(line("x", 3))}); rec.Code != http.StatusAccepted {
+		t.Fatalf("edge A, retry of B's event: status %d", rec.Code)
+	}
+	a.onceEach(t, "x", 4)
+}
+
+// An edge killed between its two publishes left a batch in the edge log
+// but not in the ingest stream, and its clients no 202. Their retries, to
+// a new edge, store that batch once.
+func TestCoalesceKilledBetweenPublishes(t *testing.T) {
+	v := newEnv(t, nil, Config{}, stream.Config{}) // streams only
+	reqs := []event.Request{want("k", 0), want("k", 1), want("k", 2)}
+	for i := range reqs {
+		reqs[i].Timestamp = now
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := v.js.PublishMsg(ctx, &nats.Msg{Subject: stream.SubjectEdgeLog, Data: event.AppendBatch(nil, reqs), Header: nats.Header{
+		jetstream.MsgIDHeader: []string{"dead-edge.1"},
+		stream.HeaderEncoding: []string{stream.EncodingBatchV1},
+		stream.HeaderCaller:   []string{"web"},
+		stream.HeaderEdge:     []string{"dead-edge"},
+	}})
+	if err != nil {
+		t.Fatalf("publish to the edge log: %v", err)
+	}
+	if got := len(v.stored(t)); got != 0 {
+		t.Fatalf("the ingest stream holds %d events before the retries; want 0", got)
+	}
+	w := newEnv(t, v.ns, coalescing, v.sc)
+	for i, code := range w.postSingles(t, []int{1, 2}, "k") {
+		if code != http.StatusAccepted {
+			t.Fatalf("retry of event %d: status %d; want 202", i, code)
+		}
+	}
+	// The whole batch is stored, once, with its original ID; a later
+	// retry of its third event does not store it again.
+	w.onceEach(t, "k", 3)
+	if rec := w.do(post{body: strings.NewReader(line("k", 0))}); rec.Code != http.StatusAccepted {
+		t.Fatalf("retry of event 0: status %d", rec.Code)
+	}
+	w.onceEach(t, "k", 3)
+	for _, m := range w.messages(t) {
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != "dead-edge.1" {
+			t.Errorf("stored message has Nats-Msg-Id %q; want the batch's dead-edge.1", id)
+		}
+	}
+}
+
+func TestCoalesceNATSDown(t *testing.T) {
+	v := newEnv(t, nil, coalescing, stream.Config{})
+	v.accept(t, post{body: strings.NewReader(line("d", 0))}, 1)
+	v.nc.Close()
+	rec := v.do(post{body: strings.NewReader(line("d", 1))})
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("NATS closed: status %d, Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if got := v.edge.Stats().Unavailable.Load(); got != 1 {
+		t.Errorf("Stats().Unavailable = %d; want 1", got)
+	}
+}
+
+func TestCoalesceClientGone(t *testing.T) {
+	v := newEnv(t, nil, coalescing, stream.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := newPost(post{body: strings.NewReader(line("g", 0))}).WithContext(ctx)
+	v.e.ServeHTTP(httptest.NewRecorder(), req)
+	if a, u := v.edge.Stats().Abandoned.Load(), v.edge.Stats().Unavailable.Load(); a != 1 || u != 0 {
+		t.Errorf("Stats() Abandoned %d, Unavailable %d; want 1, 0", a, u)
+	}
+	if strings.Contains(v.log.String(), "503") {
+		t.Errorf("a client that went away was logged as a 503:\n%s", v.log)
+	}
+}
+
+func TestWindowExpiry(t *testing.T) {
+	var w window
+	t0 := time.Unix(1000, 0)
+	w.init(4*time.Minute, t0)
+	b := &batch{created: t0}
+	for i := range 100 {
+		w.put(key{uint64(i), 1}, b, t0)
+	}
+	if w.get(key{5, 1}, t0.Add(4*time.Minute-time.Second)) != b {
+		t.Fatal("a key was forgotten within its window")
+	}
+	if w.get(key{5, 1}, t0.Add(4*time.Minute)) != nil {
+		t.Fatal("a key outlived its window")
+	}
+	// Later keys rotate the generations; the old ones leave memory.
+	for i := range 6 {
+		at := t0.Add(time.Duration(i+1) * time.Minute)
+		w.put(key{uint64(1000 + i), 2}, &batch{created: at}, at)
+	}
+	if n := w.len(); n >= 100 {
+		t.Errorf("the window holds %d keys after five quarter windows; want the first 100 dropped", n)
+	}
+}
+
+func TestThrottle(t *testing.T) {
+	th := throttle{every: 10 * time.Second}
+	t0 := time.Unix(0, 0)
+	got := []uint64{th.allow("a", t0), th.allow("a", t0.Add(time.Second)), th.allow("a", t0.Add(2*time.Second)),
+		th.allow("b", t0.Add(3*time.Second)), th.allow("a", t0.Add(11*time.Second))}
+	want := []uint64{1, 0, 0, 1, 3}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("allow calls = %v; want %v", got, want)
+		}
+	}
+}
