@@ -475,24 +475,15 @@ func (s *process) alertStreams() alerts.StreamConfig {
 }
 
 // responseCache is Redis when a Redis URL is set (a Redis failure is a
-// miss), else an in-process cache; its hits and misses are metrics.
+// miss), else an in-process cache; it registers its hits and misses.
 func (s *process) responseCache() cache.Cache {
-	var c interface {
-		cache.Cache
-		Counters() *cache.Counters
-	} = cache.NewMemory(cache.MemoryConfig{})
 	if s.redis != nil {
-		if rc, err := cache.NewRedis(s.redis, "", s.log); err == nil {
-			c = rc
-		} else {
-			s.log.Warn().Msg("Redis cache unusable; caching in process")
+		if rc, err := cache.NewRedis(s.redis, "", s.metrics.Registerer(), s.log); err == nil {
+			return rc
 		}
+		s.log.Warn().Msg("Redis cache unusable; caching in process")
 	}
-	n := c.Counters()
-	s.metrics.CounterFunc("pulse_cache_hits_total", "Response cache lookups that found an answer.", func() float64 { return float64(n.Hits.Load()) })
-	s.metrics.CounterFunc("pulse_cache_misses_total", "Response cache lookups that did not.", func() float64 { return float64(n.Misses.Load()) })
-	s.metrics.CounterFunc("pulse_cache_errors_total", "Failed calls to the cache's store (Redis).", func() float64 { return float64(n.Errors.Load()) })
-	return c
+	return cache.NewMemory(cache.MemoryConfig{Registerer: s.metrics.Registerer()})
 }
 
 // rateLimits limits each principal's calls per route class, in Redis when
@@ -510,8 +501,8 @@ func (s *process) rateLimits(r *httpapi.Router) error {
 	}
 	admin, _ := ratelimit.ParseLimit(s.flags.adminLimit)
 	ingest, _ := ratelimit.ParseLimit(s.flags.ingestLimit)
-	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.log))
-	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.log))
+	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
+	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
 	return nil
 }
 

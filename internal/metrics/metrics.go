@@ -108,3 +108,7 @@ func (m *Metrics) ObserveInsertFailure() {
 	}
 	m.insertFailures.Inc()
 }
+
+// Registerer is the registry, for components that register what they
+// count themselves.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
