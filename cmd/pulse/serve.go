@@ -184,7 +184,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --external: %v", errUsage, err)
 		}
 	}
-	f.probe.Defaults()
 	if err := f.probe.Validate(); err != nil {
 		return fmt.Errorf("%w: probes: %v", errUsage, err)
 	}
@@ -289,6 +288,25 @@ func (s *process) run(ctx context.Context) error {
 
 	s.metrics = metrics.New()
 	s.streamMetrics()
+	// Every process samples its own host; the query role probes the
+	// platform's components (one role, so that they are probed once).
+	host, err := probe.NewHostSampler(probe.HostConfig{Paths: []string{s.flags.dataDir}, Registerer: s.metrics.Registerer()}, probe.JetStreamPublisher{JS: s.js}, s.log)
+	if err != nil {
+		return err
+	}
+	if s.roles["query"] {
+		pc := s.flags.probe
+		pc.Metrics = probe.StoreMetrics{Store: s.store}
+		pc.JetStream, pc.ClickHouse = s.js, s.store
+		pc.IngestStream, pc.IngestConsumer = s.flags.stream.IngestStream, s.flags.agg.Consumer
+		if s.redis != nil {
+			pc.Redis = s.redis
+		}
+		pc.Registerer = s.metrics.Registerer()
+		if s.runner, err = probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log); err != nil {
+			return err
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	var agg *aggregator.Aggregator
 	if s.roles["aggregator"] {
@@ -321,19 +339,8 @@ func (s *process) run(ctx context.Context) error {
 				return 0
 			})
 	}
-	// Every process samples its own host; the query role probes the
-	// platform's components (one role, so that they are probed once).
-	host := probe.NewHostSampler(probe.HostConfig{Paths: []string{s.flags.dataDir}}, probe.JetStreamPublisher{JS: s.js}, s.log)
 	g.Go(func() error { return host.Run(ctx) })
-	if s.roles["query"] {
-		pc := s.flags.probe
-		pc.Metrics = probe.StoreMetrics{Store: s.store}
-		pc.JetStream, pc.ClickHouse = s.js, s.store
-		pc.IngestStream, pc.IngestConsumer = s.flags.stream.IngestStream, s.flags.agg.Consumer
-		if s.redis != nil {
-			pc.Redis = s.redis
-		}
-		s.runner = probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log)
+	if s.runner != nil {
 		g.Go(func() error { return s.runner.Run(ctx) })
 	}
 	if s.roles["ingest"] || s.roles["query"] {
@@ -344,7 +351,7 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return srv(ctx) })
 	}
 	s.log.Info().Strs("roles", keys(s.roles)).Msg("pulse is serving")
-	err := g.Wait()
+	err = g.Wait()
 	s.log.Info().Msg("pulse stopped")
 	return err
 }
