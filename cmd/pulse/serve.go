@@ -184,7 +184,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --external: %v", errUsage, err)
 		}
 	}
-	f.probe.Defaults()
 	if err := f.probe.Validate(); err != nil {
 		return fmt.Errorf("%w: probes: %v", errUsage, err)
 	}
@@ -290,6 +289,25 @@ func (s *process) run(ctx context.Context) error {
 
 	s.metrics = metrics.New()
 	s.streamMetrics()
+	// Every process samples its own host; the query role probes the
+	// platform's components (one role, so that they are probed once).
+	host, err := probe.NewHostSampler(probe.HostConfig{Paths: []string{s.flags.dataDir}, Registerer: s.metrics.Registerer()}, probe.JetStreamPublisher{JS: s.js}, s.log)
+	if err != nil {
+		return err
+	}
+	if s.roles["query"] {
+		pc := s.flags.probe
+		pc.Metrics = probe.StoreMetrics{Store: s.store}
+		pc.JetStream, pc.ClickHouse = s.js, s.store
+		pc.IngestStream, pc.IngestConsumer = s.flags.stream.IngestStream, s.flags.agg.Consumer
+		if s.redis != nil {
+			pc.Redis = s.redis
+		}
+		pc.Registerer = s.metrics.Registerer()
+		if s.runner, err = probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log); err != nil {
+			return err
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	var agg *aggregator.Aggregator
 	if s.roles["aggregator"] {
@@ -322,19 +340,8 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return ev.Run(ctx) })
 		g.Go(func() error { return hist.Run(ctx) })
 	}
-	// Every process samples its own host; the query role probes the
-	// platform's components (one role, so that they are probed once).
-	host := probe.NewHostSampler(probe.HostConfig{Paths: []string{s.flags.dataDir}}, probe.JetStreamPublisher{JS: s.js}, s.log)
 	g.Go(func() error { return host.Run(ctx) })
-	if s.roles["query"] {
-		pc := s.flags.probe
-		pc.Metrics = probe.StoreMetrics{Store: s.store}
-		pc.JetStream, pc.ClickHouse = s.js, s.store
-		pc.IngestStream, pc.IngestConsumer = s.flags.stream.IngestStream, s.flags.agg.Consumer
-		if s.redis != nil {
-			pc.Redis = s.redis
-		}
-		s.runner = probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log)
+	if s.runner != nil {
 		g.Go(func() error { return s.runner.Run(ctx) })
 	}
 	if s.roles["ingest"] || s.roles["query"] {
@@ -348,7 +355,7 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return srv(ctx) })
 	}
 	s.log.Info().Strs("roles", keys(s.roles)).Msg("pulse is serving")
-	err := g.Wait()
+	err = g.Wait()
 	s.log.Info().Msg("pulse stopped")
 	return err
 }
@@ -482,24 +489,15 @@ func (s *process) alertStreams() alerts.StreamConfig {
 }
 
 // responseCache is Redis when a Redis URL is set (a Redis failure is a
-// miss), else an in-process cache; its hits and misses are metrics.
+// miss), else an in-process cache; it registers its hits and misses.
 func (s *process) responseCache() cache.Cache {
-	var c interface {
-		cache.Cache
-		Counters() *cache.Counters
-	} = cache.NewMemory(cache.MemoryConfig{})
 	if s.redis != nil {
-		if rc, err := cache.NewRedis(s.redis, "", s.log); err == nil {
-			c = rc
-		} else {
-			s.log.Warn().Msg("Redis cache unusable; caching in process")
+		if rc, err := cache.NewRedis(s.redis, "", s.metrics.Registerer(), s.log); err == nil {
+			return rc
 		}
+		s.log.Warn().Msg("Redis cache unusable; caching in process")
 	}
-	n := c.Counters()
-	s.metrics.CounterFunc("pulse_cache_hits_total", "Response cache lookups that found an answer.", func() float64 { return float64(n.Hits.Load()) })
-	s.metrics.CounterFunc("pulse_cache_misses_total", "Response cache lookups that did not.", func() float64 { return float64(n.Misses.Load()) })
-	s.metrics.CounterFunc("pulse_cache_errors_total", "Failed calls to the cache's store (Redis).", func() float64 { return float64(n.Errors.Load()) })
-	return c
+	return cache.NewMemory(cache.MemoryConfig{Registerer: s.metrics.Registerer()})
 }
 
 // rateLimits limits each principal's calls per route class, in Redis when
@@ -517,8 +515,8 @@ func (s *process) rateLimits(r *httpapi.Router) error {
 	}
 	admin, _ := ratelimit.ParseLimit(s.flags.adminLimit)
 	ingest, _ := ratelimit.ParseLimit(s.flags.ingestLimit)
-	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.log))
-	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.log))
+	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
+	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
 	return nil
 }
 

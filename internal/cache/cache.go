@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -37,12 +38,29 @@ type Cache interface {
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration)
 }
 
-// Counters count a Cache's lookups, for Prometheus (as CounterFuncs
-// reading the fields). Safe for concurrent use.
+// Counters count a Cache's lookups. Safe for concurrent use.
 type Counters struct {
 	Hits   atomic.Uint64 // Gets that found a value
 	Misses atomic.Uint64 // Gets that did not, failed ones included
 	Errors atomic.Uint64 // failed calls to the backing store, Get and Set
+}
+
+// register exports c on reg, when not nil, as pulse_cache_hits_total,
+// pulse_cache_misses_total and pulse_cache_errors_total, read on each
+// scrape. It panics if reg holds them already: one response cache per
+// registry.
+func (c *Counters) register(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	reg.MustRegister(
+		counter("pulse_cache_hits_total", "Response cache lookups that found an answer.", &c.Hits),
+		counter("pulse_cache_misses_total", "Response cache lookups that did not.", &c.Misses),
+		counter("pulse_cache_errors_total", "Failed calls to the cache's store (Redis).", &c.Errors),
+	)
 }
 
 // Key builds a cache key from parts: parts[0] is a readable namespace

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -39,7 +40,7 @@ type counted interface {
 func caches(t *testing.T) map[string]counted {
 	t.Helper()
 	c := sharedClient(t)
-	r, err := NewRedis(c, testPrefix(t, c), zerolog.Nop())
+	r, err := NewRedis(c, testPrefix(t, c), nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +405,7 @@ func TestGetOrLoadSeparateCaches(t *testing.T) {
 func TestRedisDown(t *testing.T) {
 	srv := startRedisServer(t)
 	var log bytes.Buffer
-	r, err := NewRedis(srv.Client(), "", zerolog.New(&log))
+	r, err := NewRedis(srv.Client(), "", nil, zerolog.New(&log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,11 +460,11 @@ func TestRedisDown(t *testing.T) {
 // no more than the timeout.
 func TestRedisHangs(t *testing.T) {
 	srv := startRedisServer(t)
-	r, err := NewRedis(srv.Client(), "", zerolog.Nop())
+	r, err := NewRedis(srv.Client(), "", nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.retryEvery = 0 // ask Redis every time
+	r.outage.Retry = 0 // ask Redis every time
 	r.SetTimeout(30 * time.Millisecond)
 	ctx := context.Background()
 	r.Set(ctx, "k", []byte("v"), time.Minute)
@@ -489,11 +490,11 @@ func TestRedisHangs(t *testing.T) {
 func TestRedisLogsOncePerInterval(t *testing.T) {
 	srv := startRedisServer(t)
 	var log bytes.Buffer
-	r, err := NewRedis(srv.Client(), "", zerolog.New(&log))
+	r, err := NewRedis(srv.Client(), "", nil, zerolog.New(&log))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.retryEvery = 0
+	r.outage.Retry = 0
 	srv.Stop()
 	ctx := context.Background()
 	for range 20 {
@@ -502,11 +503,49 @@ func TestRedisLogsOncePerInterval(t *testing.T) {
 	if got := strings.Count(log.String(), "redis cache failing"); got != 1 {
 		t.Fatalf("20 failures: %d lines; want 1", got)
 	}
-	r.logEvery = 0
+	r.outage.LogEvery = 0
 	r.Get(ctx, "k")
 	if got := strings.Count(log.String(), `"failures":20`); got != 1 {
 		t.Errorf("second line does not count the 20 failures since the first:\n%s", log.String())
 	}
+}
+
+// TestMetrics checks that each cache registers its counters under the
+// names Pulse has always exported, and that a scrape sees them move: a
+// miss and a hit, and for Redis an error once Redis is down.
+func TestMetrics(t *testing.T) {
+	ctx := context.Background()
+	scrape := func(reg prometheus.Gatherer) (hits, misses, errs float64) {
+		return testenv.Counter(t, reg, "pulse_cache_hits_total"), testenv.Counter(t, reg, "pulse_cache_misses_total"),
+			testenv.Counter(t, reg, "pulse_cache_errors_total")
+	}
+	want := func(name string, reg prometheus.Gatherer, hits, misses, errs float64) {
+		t.Helper()
+		if h, m, e := scrape(reg); h != hits || m != misses || e != errs {
+			t.Errorf("%s: scraped hits %v, misses %v, errors %v; want %v, %v, %v", name, h, m, e, hits, misses, errs)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	m := NewMemory(MemoryConfig{Registerer: reg})
+	m.Get(ctx, "k")
+	m.Set(ctx, "k", []byte("v"), time.Minute)
+	m.Get(ctx, "k")
+	want("memory", reg, 1, 1, 0)
+
+	srv := startRedisServer(t)
+	reg = prometheus.NewRegistry()
+	r, err := NewRedis(srv.Client(), "", reg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Get(ctx, "k")
+	r.Set(ctx, "k", []byte("v"), time.Minute)
+	r.Get(ctx, "k")
+	want("redis", reg, 1, 1, 0)
+	srv.Stop()
+	r.Get(ctx, "k")
+	want("redis down", reg, 1, 2, 1)
 }
 
 func TestNewRedisRefusesClientWithoutContextTimeouts(t *testing.T) {
@@ -516,10 +555,10 @@ func TestNewRedisRefusesClientWithoutContextTimeouts(t *testing.T) {
 	}
 	c := redis.NewClient(opt)
 	defer c.Close()
-	if _, err := NewRedis(c, "", zerolog.Nop()); err == nil {
+	if _, err := NewRedis(c, "", nil, zerolog.Nop()); err == nil {
 		t.Error("NewRedis with a client ignoring context deadlines: want an error")
 	}
-	if _, err := NewRedis(nil, "", zerolog.Nop()); err == nil {
+	if _, err := NewRedis(nil, "", nil, zerolog.Nop()); err == nil {
 		t.Error("NewRedis(nil): want an error")
 	}
 }
@@ -529,7 +568,7 @@ func TestNewRedisRefusesClientWithoutContextTimeouts(t *testing.T) {
 func TestRedisValueIsJSON(t *testing.T) {
 	c := sharedClient(t)
 	prefix := testPrefix(t, c)
-	r, err := NewRedis(c, prefix, zerolog.Nop())
+	r, err := NewRedis(c, prefix, nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of MemoryConfig.
@@ -21,6 +23,10 @@ const entryOverhead = 96
 type MemoryConfig struct {
 	MaxEntries int   // at most this many values
 	MaxBytes   int64 // keys, values and a fixed overhead per entry
+
+	// Registerer, when not nil, gets the cache's counters (see
+	// Counters.register).
+	Registerer prometheus.Registerer
 }
 
 // Validate reports a negative bound.
@@ -54,7 +60,8 @@ type entry struct {
 func (e *entry) size() int64 { return int64(len(e.key)+len(e.value)) + entryOverhead }
 
 // NewMemory returns an empty Memory cache bounded by cfg (defaults for
-// zero fields; negative ones are treated as zero).
+// zero fields; negative ones, which Validate refuses, are treated as zero,
+// so NewMemory cannot fail) and registers its counters on cfg.Registerer.
 func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = DefaultMaxEntries
@@ -62,7 +69,9 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxBytes
 	}
-	return &Memory{cfg: cfg, lru: list.New(), items: map[string]*list.Element{}, now: time.Now}
+	m := &Memory{cfg: cfg, lru: list.New(), items: map[string]*list.Element{}, now: time.Now}
+	m.counters.register(cfg.Registerer)
+	return m
 }
 
 // Get implements Cache.

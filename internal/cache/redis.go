@@ -3,10 +3,9 @@ package cache
 import (
 	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -41,25 +40,18 @@ type Redis struct {
 	timeout  time.Duration
 	log      zerolog.Logger
 	counters Counters
-
-	failing    atomic.Bool
-	mu         sync.Mutex
-	retryAt    time.Time
-	lastLog    time.Time
-	reported   bool
-	unreported int
-	retryEvery time.Duration // RetryInterval; tests shorten it
-	logEvery   time.Duration // LogInterval; tests shorten it
+	outage   safeerr.Outage // RetryInterval and LogInterval; tests shorten them
 }
 
 // NewRedis returns a Cache on client whose keys start with prefix
-// (DefaultPrefix when empty).
+// (DefaultPrefix when empty). When reg is not nil, the cache's counters
+// are registered on it (see Counters.register).
 //
 // The client must have Options.ContextTimeoutEnabled set: without it
 // go-redis ignores the call's deadline on the socket and a hanging Redis
 // would hold a request for the client's ReadTimeout (seconds). NewRedis
 // refuses such a client.
-func NewRedis(client *redis.Client, prefix string, log zerolog.Logger) (*Redis, error) {
+func NewRedis(client *redis.Client, prefix string, reg prometheus.Registerer, log zerolog.Logger) (*Redis, error) {
 	if client == nil {
 		return nil, errors.New("redis cache: no client")
 	}
@@ -69,11 +61,13 @@ func NewRedis(client *redis.Client, prefix string, log zerolog.Logger) (*Redis, 
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Redis{
+	r := &Redis{
 		client: client, prefix: prefix, timeout: DefaultTimeout,
-		log:        log.With().Str("component", "cache").Logger(),
-		retryEvery: RetryInterval, logEvery: LogInterval,
-	}, nil
+		log:    log.With().Str("component", "cache").Logger(),
+		outage: safeerr.Outage{Retry: RetryInterval, LogEvery: LogInterval},
+	}
+	r.counters.register(reg)
+	return r, nil
 }
 
 // SetTimeout changes the bound on each Redis call. Call it before use.
@@ -84,7 +78,7 @@ func (r *Redis) Counters() *Counters { return &r.counters }
 
 // Get implements Cache.
 func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool) {
-	if !r.usable() {
+	if !r.outage.Usable() {
 		r.counters.Misses.Add(1)
 		return nil, false
 	}
@@ -108,7 +102,7 @@ func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool) {
 
 // Set implements Cache.
 func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) {
-	if ttl < time.Millisecond || !r.usable() {
+	if ttl < time.Millisecond || !r.outage.Usable() {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -120,15 +114,6 @@ func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	r.succeeded()
 }
 
-func (r *Redis) usable() bool {
-	if !r.failing.Load() {
-		return true
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return !time.Now().Before(r.retryAt)
-}
-
 // failed records err, unless the caller's ctx ended: a caller that gave
 // up is no sign of a failing Redis.
 func (r *Redis) failed(ctx context.Context, err error) {
@@ -136,33 +121,15 @@ func (r *Redis) failed(ctx context.Context, err error) {
 		return
 	}
 	r.counters.Errors.Add(1)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	r.failing.Store(true)
-	r.retryAt = now.Add(r.retryEvery)
-	r.unreported++
-	if !r.lastLog.IsZero() && now.Sub(r.lastLog) < r.logEvery {
-		return
+	if log, n := r.outage.Failed(); log {
+		r.log.Warn().Str("kind", errorKind(err)).Int("failures", n).
+			Msg("redis cache failing; answering without the cache until it answers")
 	}
-	r.log.Warn().Str("kind", errorKind(err)).Int("failures", r.unreported).
-		Msg("redis cache failing; answering without the cache until it answers")
-	r.lastLog, r.reported, r.unreported = now, true, 0
 }
 
 func (r *Redis) succeeded() {
-	if !r.failing.Load() {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.failing.Load() {
-		return
-	}
-	r.failing.Store(false)
-	if r.reported { // so a flapping Redis logs one pair of lines per LogInterval
-		r.log.Info().Int("failures_since_last_line", r.unreported).Msg("redis cache answering again")
-		r.reported = false
+	if log, n := r.outage.Succeeded(); log {
+		r.log.Info().Int("failures_since_last_line", n).Msg("redis cache answering again")
 	}
 }
 

@@ -285,8 +285,8 @@ func FuzzValidationHelpersMatchReference(f *testing.F) {
 		if got, want := NormalizeEndpoint(p), refNormalizeEndpoint(p); got != want {
 			t.Fatalf("NormalizeEndpoint(%q) = %q; want %q", p, got, want)
 		}
-		if got, want := printable(p), refPrintable(p); got != want {
-			t.Fatalf("printable(%q) = %v; want %v", p, got, want)
+		if got, want := Printable(p), refPrintable(p); got != want {
+			t.Fatalf("Printable(%q) = %v; want %v", p, got, want)
 		}
 	})
 }

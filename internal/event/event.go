@@ -104,7 +104,7 @@ func (w *Wire) validate(rt *float64, code *int, index int, r Rules, defaultServi
 		bad("endpoint", "is required")
 	case len(w.Endpoint) > MaxEndpointLen:
 		bad("endpoint", "must be at most %d bytes", MaxEndpointLen)
-	case !printable(w.Endpoint):
+	case !Printable(w.Endpoint):
 		bad("endpoint", "must be printable UTF-8 without control characters")
 	default:
 		q.Endpoint = NormalizeEndpoint(w.Endpoint)
@@ -213,8 +213,10 @@ func validService(s string) bool {
 // wire (already lower case).
 func ValidService(s string) bool { return validService(s) }
 
-// printable reports whether s is valid UTF-8 without control characters.
-func printable(s string) bool {
+// Printable reports whether s is valid UTF-8 without control characters
+// (C0 and DEL), as the endpoint, name and target fields must be: the one
+// check for them, also for query parameters that name an endpoint.
+func Printable(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= utf8.RuneSelf {
@@ -227,6 +229,7 @@ func printable(s string) bool {
 	return true
 }
 
+// printableUTF8 is Printable's slow path, from the first non-ASCII byte.
 func printableUTF8(s string) bool {
 	if !utf8.ValidString(s) {
 		return false

@@ -56,7 +56,7 @@ func (w *WireResource) Validate(index int, r Rules) (ResourceSample, []FieldErro
 	} else {
 		s.Resource = w.Resource
 	}
-	if len(w.Name) > 128 || !printable(w.Name) {
+	if len(w.Name) > 128 || !Printable(w.Name) {
 		bad("name", "must be at most 128 printable characters")
 	}
 	finite := func(v *float64) bool { return v != nil && !math.IsNaN(*v) && !math.IsInf(*v, 0) }
@@ -125,7 +125,7 @@ func (h *HealthResult) Validate(index int) []FieldError {
 	if !contains(Components, h.Component) {
 		bad("component", "must be one of "+strings.Join(Components, ", "))
 	}
-	if len(h.Target) > 128 || !printable(h.Target) {
+	if len(h.Target) > 128 || !Printable(h.Target) {
 		bad("target", "must be at most 128 printable characters")
 	}
 	if !contains([]string{StatusHealthy, StatusDegraded, StatusCritical, StatusUnknown}, h.Status) {

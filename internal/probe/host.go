@@ -16,12 +16,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/event"
 )
 
-// HostConfig configures the HostSampler.
+// HostConfig configures the HostSampler. Zero fields get the defaults
+// noted (NewHostSampler fills them).
 type HostConfig struct {
 	Interval       time.Duration // between samples; default 10s; the first is at start
 	PublishTimeout time.Duration // default 5s
@@ -29,10 +31,15 @@ type HostConfig struct {
 	Paths          []string      // a disk sample for the filesystem of each; default {"."}: pass the data dir
 	ProcDir        string        // default /proc
 	SysDir         string        // default /sys
+
+	// Registerer, when not nil, gets the sampler's metrics:
+	// pulse_probe_published_messages_total and
+	// pulse_probe_publish_failures_total with source="host".
+	Registerer prometheus.Registerer
 }
 
-// Defaults fills zero fields.
-func (c *HostConfig) Defaults() {
+// defaults fills zero fields.
+func (c *HostConfig) defaults() {
 	if c.Interval == 0 {
 		c.Interval = 10 * time.Second
 	}
@@ -55,8 +62,10 @@ func (c *HostConfig) Defaults() {
 	}
 }
 
-// Validate checks c after Defaults.
+// Validate reports whether NewHostSampler would accept c, its defaults
+// filled.
 func (c HostConfig) Validate() error {
+	c.defaults()
 	if c.Interval < 10*time.Millisecond || c.PublishTimeout <= 0 {
 		return errors.New("host sample interval must be at least 10ms and its publish timeout positive")
 	}
@@ -86,9 +95,10 @@ type HostSampler struct {
 	pub Publisher
 	log zerolog.Logger
 
-	prev     *counters
-	failures atomic.Uint64
-	warn     *limiter
+	prev      *counters
+	published atomic.Uint64
+	failures  atomic.Uint64
+	warn      *limiter
 }
 
 // counters are the cumulative readings that rates are computed from.
@@ -101,11 +111,19 @@ type counters struct {
 	netOrdered []string
 }
 
-// NewHostSampler returns a sampler publishing through pub; it fills cfg's
-// defaults and starts nothing.
-func NewHostSampler(cfg HostConfig, pub Publisher, log zerolog.Logger) *HostSampler {
-	cfg.Defaults()
-	return &HostSampler{cfg: cfg, pub: pub, log: log.With().Str("component", "host-sampler").Logger(), warn: newLimiter(time.Minute)}
+// NewHostSampler returns a sampler publishing through pub, or an error
+// when cfg, its defaults filled, is invalid. It registers the sampler's
+// metrics on cfg.Registerer and starts nothing.
+func NewHostSampler(cfg HostConfig, pub Publisher, log zerolog.Logger) (*HostSampler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("host sampler config: %w", err)
+	}
+	cfg.defaults()
+	s := &HostSampler{cfg: cfg, pub: pub, log: log.With().Str("component", "host-sampler").Logger(), warn: newLimiter(time.Minute)}
+	if cfg.Registerer != nil {
+		registerPublish(cfg.Registerer, "host", &s.published, &s.failures)
+	}
+	return s, nil
 }
 
 // Host is the host name the samples carry.
@@ -116,12 +134,9 @@ func (s *HostSampler) PublishFailures() uint64 { return s.failures.Load() }
 
 // Run samples at once and then every Interval until ctx is done, and
 // returns when the last publish finished. Failures to read or publish are
-// logged (at most once a minute per kind) and never returned; Run returns
-// an error only for an invalid configuration.
+// counted, logged (at most once a minute per kind) and never returned; Run
+// returns nil.
 func (s *HostSampler) Run(ctx context.Context) error {
-	if err := s.cfg.Validate(); err != nil {
-		return fmt.Errorf("host sampler config: %w", err)
-	}
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -154,7 +169,9 @@ func (s *HostSampler) publish(ctx context.Context, samples []event.ResourceSampl
 		if ok, suppressed := s.warn.allow("publish", time.Now()); ok {
 			s.log.Warn().Str("cause", cause(err)).Uint64("failures_total", n).Int("suppressed", suppressed).Msg("host samples not published")
 		}
+		return
 	}
+	s.published.Add(1)
 }
 
 // warmup is how long the first sample waits between two readings of the

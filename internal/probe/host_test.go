@@ -46,7 +46,7 @@ func byResource(samples []event.ResourceSample) map[string]event.ResourceSample 
 // TestHostSamplerThisHost samples the machine the test runs on.
 func TestHostSamplerThisHost(t *testing.T) {
 	dir := t.TempDir()
-	s := NewHostSampler(HostConfig{Paths: []string{dir, "/"}}, nil, zerolog.Nop())
+	s := newHostSampler(t, HostConfig{Paths: []string{dir, "/"}}, nil)
 	got, err := s.Sample(context.Background())
 	if err != nil {
 		t.Fatalf("Sample: %v", err)
@@ -129,7 +129,7 @@ func TestHostSamplerFixture(t *testing.T) {
 	}
 	mi, _ := os.ReadFile(filepath.Join(proc, "self", "mountinfo"))
 	writeFile(t, filepath.Join(proc, "self", "mountinfo"), string(mi)+"40 22 0:40 / "+strings.ReplaceAll(parent, " ", `\040`)+" rw - tmpfs tmpfs rw\n")
-	s := NewHostSampler(HostConfig{Host: "Web-1.Example.COM", Paths: []string{disk}, ProcDir: proc, SysDir: sys}, nil, zerolog.Nop())
+	s := newHostSampler(t, HostConfig{Host: "Web-1.Example.COM", Paths: []string{disk}, ProcDir: proc, SysDir: sys}, nil)
 	if s.Host() != "web-1.example.com" {
 		t.Errorf("host %q; want web-1.example.com", s.Host())
 	}
@@ -187,7 +187,7 @@ func TestHostSamplerFixture(t *testing.T) {
 }
 
 func TestHostSamplerMissingFiles(t *testing.T) {
-	s := NewHostSampler(HostConfig{Host: "h", Paths: []string{"/no/such/path"}, ProcDir: t.TempDir(), SysDir: t.TempDir()}, nil, zerolog.Nop())
+	s := newHostSampler(t, HostConfig{Host: "h", Paths: []string{"/no/such/path"}, ProcDir: t.TempDir(), SysDir: t.TempDir()}, nil)
 	got, err := s.Sample(context.Background())
 	if err == nil || len(got) != 0 {
 		t.Fatalf("Sample without /proc: %d samples, error %v; want none and an error", len(got), err)
@@ -200,7 +200,7 @@ func TestHostSamplerMissingFiles(t *testing.T) {
 // TestHostSamplerRun publishes samples on the host's subject.
 func TestHostSamplerRun(t *testing.T) {
 	pub := &memPublisher{}
-	s := NewHostSampler(HostConfig{Interval: 50 * time.Millisecond, Host: "Web-1.Example.COM", Paths: []string{t.TempDir()}}, pub, zerolog.Nop())
+	s := newHostSampler(t, HostConfig{Interval: 50 * time.Millisecond, Host: "Web-1.Example.COM", Paths: []string{t.TempDir()}}, pub)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -252,4 +252,15 @@ func TestHostname(t *testing.T) {
 	if got := unescapeMount(`/var/lib/pulse\040data`); got != "/var/lib/pulse data" {
 		t.Errorf("unescapeMount = %q", got)
 	}
+}
+
+// newHostSampler returns a HostSampler on cfg, failing the test on an
+// invalid cfg.
+func newHostSampler(t *testing.T, cfg HostConfig, pub Publisher) *HostSampler {
+	t.Helper()
+	s, err := NewHostSampler(cfg, pub, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -223,6 +223,6 @@ func closedAddr(t *testing.T) string {
 }
 
 func testConfig(c Config) Config {
-	c.Defaults()
+	c.defaults()
 	return c
 }

@@ -74,6 +74,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -114,9 +115,10 @@ func ParseDependencies(list []string) ([]Dependency, error) {
 	return out, nil
 }
 
-// Config configures the probes. Zero fields get the defaults noted; the
-// Metrics, JetStream, ClickHouse and Redis fields are clients rather than
-// settings, and a nil one leaves the check it serves not configured.
+// Config configures the probes. Zero fields get the defaults noted (New
+// fills them); the Metrics, JetStream, ClickHouse and Redis fields are
+// clients rather than settings, and a nil one leaves the check it serves
+// not configured.
 type Config struct {
 	Interval       time.Duration // between runs of each probe; default 15s; the first run is at start
 	Timeout        time.Duration // bound of one run of one probe; default 5s, at most Interval
@@ -147,10 +149,15 @@ type Config struct {
 	JetStream  jetstream.JetStream   // nil: nats not configured
 	ClickHouse Pinger                // nil: clickhouse not configured
 	Redis      redis.UniversalClient // nil: redis not configured
+
+	// Registerer, when not nil, gets the Runner's metrics:
+	// pulse_probe_runs_total, and pulse_probe_published_messages_total and
+	// pulse_probe_publish_failures_total with source="probe".
+	Registerer prometheus.Registerer
 }
 
-// Defaults fills zero fields.
-func (c *Config) Defaults() {
+// defaults fills zero fields. It does not write to the caller's External.
+func (c *Config) defaults() {
 	setDur := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -181,6 +188,7 @@ func (c *Config) Defaults() {
 	if c.LagCritical == 0 {
 		c.LagCritical = 100_000
 	}
+	c.External = slices.Clone(c.External)
 	for i := range c.External {
 		if c.External[i].Timeout == 0 || c.External[i].Timeout > c.Timeout {
 			c.External[i].Timeout = c.Timeout
@@ -188,8 +196,15 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Validate checks c after Defaults. Its errors never quote a URL or DSN.
+// Validate reports whether New would accept c, its defaults filled. Its
+// errors never quote a URL or DSN.
 func (c Config) Validate() error {
+	c.defaults()
+	return c.validate()
+}
+
+// validate checks c, its defaults filled.
+func (c Config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Interval < 10*time.Millisecond {
@@ -282,17 +297,41 @@ type Runner struct {
 
 type resultKey struct{ component, target string }
 
-// New returns a Runner publishing through pub. It fills cfg's defaults
-// and starts nothing.
-func New(cfg Config, pub Publisher, log zerolog.Logger) *Runner {
-	cfg.Defaults()
-	return &Runner{
+// New returns a Runner publishing through pub, or an error when cfg,
+// its defaults filled, is invalid. It registers the Runner's metrics on
+// cfg.Registerer and starts nothing.
+func New(cfg Config, pub Publisher, log zerolog.Logger) (*Runner, error) {
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("probe config: %w", err)
+	}
+	r := &Runner{
 		cfg:    cfg,
 		pub:    pub,
 		log:    log.With().Str("component", "probe").Logger(),
 		warn:   newLimiter(time.Minute),
 		latest: map[resultKey]event.HealthResult{},
 	}
+	if reg := cfg.Registerer; reg != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pulse_probe_runs_total", Help: "Health probe runs completed.",
+		}, func() float64 { return float64(r.stats.Runs.Load()) }))
+		registerPublish(reg, "probe", &r.stats.Published, &r.stats.PublishFailures)
+	}
+	return r, nil
+}
+
+// registerPublish registers the publishing counters of source (probe or
+// host) on reg: both sources share the metric names, told apart by label.
+func registerPublish(reg prometheus.Registerer, source string, published, failures *atomic.Uint64) {
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"source": source}},
+			func() float64 { return float64(v.Load()) })
+	}
+	reg.MustRegister(
+		counter("pulse_probe_published_messages_total", "Health results and resource samples the stream acknowledged, by source (probe, host).", published),
+		counter("pulse_probe_publish_failures_total", "Health results and resource samples that could not be published and were dropped, by source (probe, host).", failures),
+	)
 }
 
 // Stats returns the Runner's counters.
@@ -318,17 +357,14 @@ func (r *Runner) Latest() []event.HealthResult {
 	return out
 }
 
-// Run validates the configuration, opens the probes' clients, runs every
+// Run opens the probes' clients, runs every
 // probe at once and then every Interval until ctx is done, and returns
 // after the last run finished and was published and the clients are
 // closed. A run that ctx cut short is neither published nor kept; one that
 // completed is published even while shutting down, within PublishTimeout. Publish failures are counted
 // and logged (at most once a minute), never returned. Run returns an error
-// only for an invalid configuration.
+// only when a probe's client cannot be built from the configuration.
 func (r *Runner) Run(ctx context.Context) error {
-	if err := r.cfg.Validate(); err != nil {
-		return fmt.Errorf("probe config: %w", err)
-	}
 	probes := r.probes
 	if probes == nil {
 		var err error

@@ -31,8 +31,12 @@ type running struct {
 
 func startRunner(t *testing.T, cfg Config, pub Publisher, log zerolog.Logger) *running {
 	t.Helper()
+	runner, err := New(cfg, pub, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{Runner: New(cfg, pub, log), cancel: cancel, done: make(chan error, 1)}
+	r := &running{Runner: runner, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- r.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
@@ -401,10 +405,10 @@ func TestSecretsNeverLeave(t *testing.T) {
 	}
 
 	// Invalid configuration: the errors do not quote the URLs either.
-	err := New(Config{DatabaseURL: "postgres://u:pg-pw-SECRET-31@host:port/x", RealtimeURL: "http://x/?apikey=rt-apikey-SECRET-47",
-		External: []Dependency{{Name: "Bad Name", URL: "ftp://x/?token=ext-token-SECRET-61"}}}, pub, logs.logger()).Run(context.Background())
+	_, err := New(Config{DatabaseURL: "postgres://u:pg-pw-SECRET-31@host:port/x", RealtimeURL: "http://x/?apikey=rt-apikey-SECRET-47",
+		External: []Dependency{{Name: "Bad Name", URL: "ftp://x/?token=ext-token-SECRET-61"}}}, pub, logs.logger())
 	if err == nil {
-		t.Fatal("invalid config: Run returned no error")
+		t.Fatal("invalid config: New returned no error")
 	}
 	for _, s := range secrets {
 		if strings.Contains(err.Error(), s) {
@@ -431,9 +435,10 @@ func TestConfigValidate(t *testing.T) {
 		{"window", Config{MetricsWindow: time.Second}, "metrics window"},
 		{"database host", Config{DatabaseHost: "DB 1"}, "database host"},
 	} {
-		c := tt.cfg
-		c.Defaults()
-		err := c.Validate()
+		err := tt.cfg.Validate()
+		if _, nerr := New(tt.cfg, &memPublisher{}, zerolog.Nop()); (nerr == nil) != (err == nil) {
+			t.Errorf("%s: Validate says %v but New says %v", tt.name, err, nerr)
+		}
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%s: %v", tt.name, err)
@@ -449,9 +454,15 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("ParseDependencies without a name: %v", err)
 	}
 	c := Config{Timeout: time.Second, External: []Dependency{{Name: "a", URL: "https://x", Timeout: time.Minute}}}
-	c.Defaults()
-	if c.External[0].Timeout != time.Second {
-		t.Errorf("dependency timeout %s; want capped at the probe timeout", c.External[0].Timeout)
+	r, err := New(c, &memPublisher{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cfg.External[0].Timeout != time.Second {
+		t.Errorf("dependency timeout %s; want capped at the probe timeout", r.cfg.External[0].Timeout)
+	}
+	if c.External[0].Timeout != time.Minute {
+		t.Errorf("New changed the caller's dependency timeout to %s", c.External[0].Timeout)
 	}
 }
 

@@ -6,14 +6,15 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/httpapi"
+	"github.com/wedsync/pulse/internal/safeerr"
 )
 
 // Policy is what Middleware does with a request when its Limiter fails.
@@ -73,25 +74,33 @@ const (
 // Without Redis (make run), pass one Memory as both l and fallback: it
 // never fails. One Memory may serve every class: keys hold the class.
 //
+// When reg is not nil, Middleware registers its counters on it, labelled
+// with class (one Middleware per class and registry):
+// pulse_ratelimit_refused_requests_total{class},
+// pulse_ratelimit_limiter_errors_total{class} (failed calls to l) and
+// pulse_ratelimit_policy_decisions_total{class,policy} (requests decided
+// by onErr because l failed or is left alone after a failure).
+//
 // Middleware panics if l is nil, class is empty, limit is invalid, or
 // onErr is Fallback without a fallback: a wiring mistake.
-func Middleware(l Limiter, class string, limit Limit, fallback Limiter, onErr Policy, log zerolog.Logger) echo.MiddlewareFunc {
+func Middleware(l Limiter, class string, limit Limit, fallback Limiter, onErr Policy, reg prometheus.Registerer, log zerolog.Logger) echo.MiddlewareFunc {
 	if err := limit.Validate(); err != nil {
 		panic("ratelimit.Middleware: " + err.Error())
 	}
 	if l == nil || class == "" || onErr < Fallback || onErr > FailClosed || (onErr == Fallback && fallback == nil) {
 		panic(fmt.Sprintf("ratelimit.Middleware: need a limiter, a class and a known policy with its fallback (class %q, policy %s)", class, onErr))
 	}
-	return newMiddleware(l, class, limit, fallback, onErr, log).handle
+	m := newMiddleware(l, class, limit, fallback, onErr, log)
+	m.register(reg)
+	return m.handle
 }
 
 func newMiddleware(l Limiter, class string, limit Limit, fallback Limiter, onErr Policy, log zerolog.Logger) *middleware {
 	return &middleware{
 		l: l, fallback: fallback, class: class, limit: limit, policy: onErr,
-		log:        log.With().Str("component", "ratelimit").Str("class", class).Logger(),
-		policyHdr:  fmt.Sprintf("%d;w=%d", limit.Requests, seconds(limit.Per)),
-		retryEvery: RetryInterval,
-		logEvery:   LogInterval,
+		log:       log.With().Str("component", "ratelimit").Str("class", class).Logger(),
+		policyHdr: fmt.Sprintf("%d;w=%d", limit.Requests, seconds(limit.Per)),
+		outage:    safeerr.Outage{Retry: RetryInterval, LogEvery: LogInterval},
 	}
 }
 
@@ -102,16 +111,30 @@ type middleware struct {
 	policy      Policy
 	log         zerolog.Logger
 	policyHdr   string
-	retryEvery  time.Duration // RetryInterval; tests shorten it
-	logEvery    time.Duration // LogInterval; tests shorten it
+	outage      safeerr.Outage // of l: RetryInterval and LogInterval; tests shorten them
 
-	failing atomic.Bool // l failed and has not answered since
+	refused  atomic.Uint64 // requests answered 429
+	errors   atomic.Uint64 // failed calls to l
+	byPolicy atomic.Uint64 // requests decided by policy
+}
 
-	mu         sync.Mutex
-	retryAt    time.Time // while failing and now is before, l is not asked
-	lastLog    time.Time
-	reported   bool // a failure was logged and its recovery not yet
-	unreported int  // failures since the last log line
+// register exports m's counters on reg, when not nil.
+func (m *middleware) register(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	counter := func(name, help string, v *atomic.Uint64, labels prometheus.Labels) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(v.Load()) })
+	}
+	class := prometheus.Labels{"class": m.class}
+	reg.MustRegister(
+		counter("pulse_ratelimit_refused_requests_total", "Requests refused with 429 by the rate limit of their class.", &m.refused, class),
+		counter("pulse_ratelimit_limiter_errors_total", "Failed calls to the rate limiter (Redis); the policy decided those requests.", &m.errors, class),
+		counter("pulse_ratelimit_policy_decisions_total",
+			"Requests decided by the failure policy because the rate limiter failed or was left alone after a failure.",
+			&m.byPolicy, prometheus.Labels{"class": m.class, "policy": m.policy.String()}),
+	)
 }
 
 func (m *middleware) handle(next echo.HandlerFunc) echo.HandlerFunc {
@@ -131,6 +154,7 @@ func (m *middleware) handle(next echo.HandlerFunc) echo.HandlerFunc {
 		h.Set(HeaderReset, strconv.Itoa(seconds(res.ResetAfter)))
 		h.Set(HeaderPolicy, m.policyHdr)
 		if !res.Allowed {
+			m.refused.Add(1)
 			retry := max(res.RetryAfter, time.Second)
 			e := httpapi.Errorf(http.StatusTooManyRequests, "rate_limited",
 				fmt.Sprintf("rate limit of %d requests per %s exceeded; retry in %d s", m.limit.Requests, m.limit.Per, seconds(retry)))
@@ -144,7 +168,7 @@ func (m *middleware) handle(next echo.HandlerFunc) echo.HandlerFunc {
 // decide returns the decision on key, nil to let the request through
 // undecided (FailOpen), or the error to answer with.
 func (m *middleware) decide(ctx context.Context, key string) (*Result, error) {
-	if m.primaryUsable() {
+	if m.outage.Usable() {
 		res, err := m.l.Allow(ctx, key, m.limit)
 		if err == nil {
 			m.succeeded()
@@ -155,6 +179,7 @@ func (m *middleware) decide(ctx context.Context, key string) (*Result, error) {
 			m.failed(err)
 		}
 	}
+	m.byPolicy.Add(1)
 	switch m.policy {
 	case FailOpen:
 		return nil, nil
@@ -168,45 +193,17 @@ func (m *middleware) decide(ctx context.Context, key string) (*Result, error) {
 	return &res, nil
 }
 
-func (m *middleware) primaryUsable() bool {
-	if !m.failing.Load() {
-		return true
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return !time.Now().Before(m.retryAt)
-}
-
 func (m *middleware) failed(err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := time.Now()
-	m.failing.Store(true)
-	m.retryAt = now.Add(m.retryEvery)
-	m.unreported++
-	if !m.lastLog.IsZero() && now.Sub(m.lastLog) < m.logEvery {
-		return
+	m.errors.Add(1)
+	if log, n := m.outage.Failed(); log {
+		m.log.Warn().Str("kind", errorKind(err)).Int("failures", n).Stringer("policy", m.policy).
+			Msg("rate limiter failing; deciding by policy until it answers")
 	}
-	m.log.Warn().Str("kind", errorKind(err)).Int("failures", m.unreported).Stringer("policy", m.policy).
-		Msg("rate limiter failing; deciding by policy until it answers")
-	m.lastLog, m.reported, m.unreported = now, true, 0
 }
 
 func (m *middleware) succeeded() {
-	if !m.failing.Load() {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.failing.Load() {
-		return
-	}
-	m.failing.Store(false)
-	// Logged only after a logged failure, so a flapping Redis logs no more
-	// than one pair of lines per LogInterval.
-	if m.reported {
-		m.log.Info().Int("failures_since_last_line", m.unreported).Msg("rate limiter answering again")
-		m.reported = false
+	if log, n := m.outage.Succeeded(); log {
+		m.log.Info().Int("failures_since_last_line", n).Msg("rate limiter answering again")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -90,8 +91,8 @@ func TestMiddlewareAdminAndIngest(t *testing.T) {
 	r := newRedisLimiter(t, c, testPrefix(t, c))
 	a := newAPI(t)
 	mem := NewMemory()
-	a.r.Use(auth.ScopeAdmin, Middleware(r, ClassAdmin, DefaultAdmin, mem, Fallback, zerolog.Nop()))
-	a.r.Use(auth.ScopeIngest, Middleware(r, ClassIngest, DefaultIngest, mem, Fallback, zerolog.Nop()))
+	a.r.Use(auth.ScopeAdmin, Middleware(r, ClassAdmin, DefaultAdmin, mem, Fallback, nil, zerolog.Nop()))
+	a.r.Use(auth.ScopeIngest, Middleware(r, ClassIngest, DefaultIngest, mem, Fallback, nil, zerolog.Nop()))
 
 	for i := range 60 {
 		rec := a.health(opsToken)
@@ -153,7 +154,7 @@ func TestMiddlewareRefill(t *testing.T) {
 	c := sharedClient(t)
 	r := newRedisLimiter(t, c, testPrefix(t, c))
 	a := newAPI(t)
-	a.r.Use(auth.ScopeAdmin, Middleware(r, ClassAdmin, Limit{Requests: 3, Per: time.Second}, NewMemory(), Fallback, zerolog.Nop()))
+	a.r.Use(auth.ScopeAdmin, Middleware(r, ClassAdmin, Limit{Requests: 3, Per: time.Second}, NewMemory(), Fallback, nil, zerolog.Nop()))
 	for range 3 {
 		if rec := a.health(opsToken); rec.Code != http.StatusOK {
 			t.Fatalf("got %d; want 200", rec.Code)
@@ -274,6 +275,47 @@ func TestMiddlewareRedisKilled(t *testing.T) {
 	checkHeaders(t, rec, 5, 3)
 }
 
+// TestMiddlewareMetrics checks that the counters a scrape shows move: a
+// refused request, then with Redis killed the failed call and the
+// requests the policy decided. Two classes share one registry.
+func TestMiddlewareMetrics(t *testing.T) {
+	o, m := newOutage(t, Fallback, Limit{Requests: 2, Per: time.Minute})
+	reg := prometheus.NewRegistry()
+	m.register(reg)
+	Middleware(NewMemory(), ClassIngest, DefaultIngest, NewMemory(), Fallback, reg, zerolog.Nop())
+	counter := func(name string, labels ...string) float64 {
+		t.Helper()
+		return testenv.Counter(t, reg, name, append([]string{"class", ClassAdmin}, labels...)...)
+	}
+	for range 3 {
+		o.timedHealth(t, time.Second)
+	}
+	if got := counter("pulse_ratelimit_refused_requests_total"); got != 1 {
+		t.Errorf("refused after 3 requests on a limit of 2: %v; want 1", got)
+	}
+	if got := counter("pulse_ratelimit_policy_decisions_total", "policy", "fallback"); got != 0 {
+		t.Errorf("policy decisions with Redis up: %v; want 0", got)
+	}
+
+	m.outage.Retry = time.Hour // one failed call, however slow the machine
+	o.srv.Stop()
+	for range 3 {
+		o.timedHealth(t, 200*time.Millisecond)
+	}
+	if got := counter("pulse_ratelimit_limiter_errors_total"); got != 1 {
+		t.Errorf("limiter errors: %v; want 1 (Redis left alone after it)", got)
+	}
+	if got := counter("pulse_ratelimit_policy_decisions_total", "policy", "fallback"); got != 3 {
+		t.Errorf("policy decisions with Redis down: %v; want 3", got)
+	}
+	if got := counter("pulse_ratelimit_refused_requests_total"); got != 2 {
+		t.Errorf("refused: %v; want 2 (the fallback's fresh bucket allows 2 of 3)", got)
+	}
+	if got := testenv.Counter(t, reg, "pulse_ratelimit_limiter_errors_total", "class", ClassIngest); got != 0 {
+		t.Errorf("ingest limiter errors: %v; want 0", got)
+	}
+}
+
 // TestMiddlewareRedisHangs checks that a Redis that accepts connections
 // but never answers delays a request by no more than the call timeout.
 func TestMiddlewareRedisHangs(t *testing.T) {
@@ -312,7 +354,7 @@ func TestMiddlewareRedisHangs(t *testing.T) {
 // every request logs one line per interval, with the count of failures.
 func TestMiddlewareLogsOncePerInterval(t *testing.T) {
 	o, m := newOutage(t, Fallback, Limit{Requests: 1000, Per: time.Minute})
-	m.retryEvery = 0 // ask Redis every time
+	m.outage.Retry = 0 // ask Redis every time
 	o.srv.Stop()
 	for range 20 {
 		o.timedHealth(t, 200*time.Millisecond)
@@ -320,7 +362,7 @@ func TestMiddlewareLogsOncePerInterval(t *testing.T) {
 	if got := len(o.log.Lines("rate limiter failing")); got != 1 {
 		t.Fatalf("20 failures: %d log lines; want 1", got)
 	}
-	m.logEvery = 0
+	m.outage.LogEvery = 0
 	o.timedHealth(t, 200*time.Millisecond)
 	lines := o.log.Lines("rate limiter failing")
 	if len(lines) != 2 || !strings.Contains(lines[1], `"failures":20`) {
@@ -366,7 +408,7 @@ func TestMiddlewareCallerGone(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/api/admin/system/health", nil).WithContext(ctx)
 	req.Header.Set(echo.HeaderAuthorization, opsToken)
 	o.e.ServeHTTP(httptest.NewRecorder(), req)
-	if m.failing.Load() || len(o.log.Lines("rate limiter failing")) != 0 {
+	if m.errors.Load() != 0 || !m.outage.Usable() || len(o.log.Lines("rate limiter failing")) != 0 {
 		t.Error("a canceled request marked Redis as failing")
 	}
 }
@@ -375,7 +417,7 @@ func TestMiddlewareCallerGone(t *testing.T) {
 // principal: the connection's address, never a forwarded header.
 func TestMiddlewareWithoutPrincipal(t *testing.T) {
 	a := newAPI(t)
-	a.r.Use(httpapi.Public, Middleware(NewMemory(), "public", Limit{Requests: 1, Per: time.Minute}, nil, FailOpen, zerolog.Nop()))
+	a.r.Use(httpapi.Public, Middleware(NewMemory(), "public", Limit{Requests: 1, Per: time.Minute}, nil, FailOpen, nil, zerolog.Nop()))
 	f := func(remote, forwarded string, want int) {
 		t.Helper()
 		req := httptest.NewRequest(http.MethodGet, "/public", nil)
@@ -407,11 +449,11 @@ func TestMiddlewarePanicsOnBadWiring(t *testing.T) {
 		build()
 	}
 	mem := NewMemory()
-	f("nil limiter", func() { Middleware(nil, ClassAdmin, DefaultAdmin, mem, Fallback, zerolog.Nop()) })
-	f("no class", func() { Middleware(mem, "", DefaultAdmin, mem, Fallback, zerolog.Nop()) })
-	f("invalid limit", func() { Middleware(mem, ClassAdmin, Limit{}, mem, Fallback, zerolog.Nop()) })
-	f("fallback without limiter", func() { Middleware(mem, ClassAdmin, DefaultAdmin, nil, Fallback, zerolog.Nop()) })
-	f("unknown policy", func() { Middleware(mem, ClassAdmin, DefaultAdmin, mem, Policy(7), zerolog.Nop()) })
+	f("nil limiter", func() { Middleware(nil, ClassAdmin, DefaultAdmin, mem, Fallback, nil, zerolog.Nop()) })
+	f("no class", func() { Middleware(mem, "", DefaultAdmin, mem, Fallback, nil, zerolog.Nop()) })
+	f("invalid limit", func() { Middleware(mem, ClassAdmin, Limit{}, mem, Fallback, nil, zerolog.Nop()) })
+	f("fallback without limiter", func() { Middleware(mem, ClassAdmin, DefaultAdmin, nil, Fallback, nil, zerolog.Nop()) })
+	f("unknown policy", func() { Middleware(mem, ClassAdmin, DefaultAdmin, mem, Policy(7), nil, zerolog.Nop()) })
 }
 
 func TestErrorKind(t *testing.T) {
@@ -447,8 +489,8 @@ func TestErrorKind(t *testing.T) {
 func TestMiddlewareMemoryOnly(t *testing.T) {
 	a := newAPI(t)
 	mem := NewMemory()
-	a.r.Use(auth.ScopeAdmin, Middleware(mem, ClassAdmin, Limit{Requests: 2, Per: time.Minute}, mem, Fallback, zerolog.Nop()))
-	a.r.Use(auth.ScopeIngest, Middleware(mem, ClassIngest, Limit{Requests: 3, Per: time.Minute}, mem, Fallback, zerolog.Nop()))
+	a.r.Use(auth.ScopeAdmin, Middleware(mem, ClassAdmin, Limit{Requests: 2, Per: time.Minute}, mem, Fallback, nil, zerolog.Nop()))
+	a.r.Use(auth.ScopeIngest, Middleware(mem, ClassIngest, Limit{Requests: 3, Per: time.Minute}, mem, Fallback, nil, zerolog.Nop()))
 	for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusTooManyRequests} {
 		if rec := a.health(opsToken); rec.Code != want {
 			t.Fatalf("admin request %d: %d; want %d", i+1, rec.Code, want)
