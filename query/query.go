@@ -87,6 +87,15 @@ type Cache interface {
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration)
 }
 
+// Store is what the API reads: queries over the tables of one ClickHouse
+// database (chstore.Store). It must be safe for concurrent use.
+type Store interface {
+	Database() string
+	T(table string) string // the qualified name of a table of the database
+	Query(ctx context.Context, sql string) (chstore.Rows, error)
+	QueryRow(ctx context.Context, sql string, dest ...any) error
+}
+
 // Config tunes the API. Zero fields get defaults in New.
 type Config struct {
 	QueryTimeout   time.Duration    // bound of the ClickHouse work of one answer (default 10s)
@@ -146,7 +155,7 @@ type CacheStats struct {
 // starts no goroutines that outlive a request.
 type API struct {
 	cfg   Config
-	store *chstore.Store
+	store Store
 	cache Cache
 	log   zerolog.Logger
 
@@ -154,10 +163,17 @@ type API struct {
 	hits, misses atomic.Uint64
 }
 
-// New returns the API reading store. cache may be nil.
-func New(cfg Config, store *chstore.Store, cache Cache, log zerolog.Logger) *API {
+// New returns the API reading store, with cfg's zero fields set to their
+// defaults; it fails when cfg is invalid or store is nil. cache may be nil.
+func New(cfg Config, store Store, cache Cache, log zerolog.Logger) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("query config: %w", err)
+	}
+	if store == nil {
+		return nil, errors.New("query: no store")
+	}
 	cfg.defaults()
-	return &API{cfg: cfg, store: store, cache: cache, log: log.With().Str("component", "query").Logger()}
+	return &API{cfg: cfg, store: store, cache: cache, log: log.With().Str("component", "query").Logger()}, nil
 }
 
 // Register adds the routes to r, each for admins only.
@@ -177,11 +193,7 @@ func (a *API) CacheStats() CacheStats {
 // with the answer's shape, and keyed by the database too, so that
 // deployments sharing a cache do not share answers.
 func (a *API) cacheKey(route string, params ...string) string {
-	db := ""
-	if a.store != nil {
-		db = a.store.Database()
-	}
-	return cache.Key(append([]string{"query." + route + ".v1", "database=" + db}, params...)...)
+	return cache.Key(append([]string{"query." + route + ".v1", "database=" + a.store.Database()}, params...)...)
 }
 
 // cacheTimeout bounds a cache lookup or store, so that a slow cache costs
