@@ -11,17 +11,23 @@
 //
 //   - error_rate is the share of 5xx responses (server failures); error_rate_4xx
 //     and error_rate_5xx are given beside it, and error_rate_definition says so.
-//   - /performance reads raw rows for 1h (1-minute buckets, exact percentiles),
-//     the 5-minute rollup for 24h (5-minute buckets) and the 1-hour rollup for
-//     7d and 30d (1-hour buckets): each bucket merges one state per service
-//     and endpoint. Rollup percentiles come from latency histograms of bins
-//     1.5% wide (see schema.LatencyMS): the bin holding the exact percentile,
-//     read as its middle and capped at the maximum, within 0.75% of exact
-//     for any number of requests (percentile_method "histogram"). The
-//     window is timeframe long, aligned to bucket boundaries of Unix time,
-//     and ends at the end of the bucket holding now: its last bucket is
-//     still filling. Buckets without
-//     requests are present with count 0 and null figures. metric selects the
+//   - /performance reads rollups, never raw request rows, so that its cost
+//     grows with the number of endpoints and buckets, not of requests: the
+//     1-minute rollup for 1h (1-minute buckets), the 5-minute one for 24h
+//     (5-minute buckets) and the 1-hour one for 7d and 30d (1-hour
+//     buckets); each bucket merges one state per service and endpoint, and
+//     source names the rollup. Counts, error rates, sums and maxima are
+//     exact. Percentiles come from latency histograms of bins 1.5% wide
+//     (see schema.LatencyMS): the bin holding the exact percentile, read as
+//     its middle and capped at the maximum, within 0.75% of exact for any
+//     number of requests (percentile_method "histogram"). The summary is
+//     its own query over the window (not WITH ROLLUP, which on ClickHouse
+//     18.16 gives partial totals at volume). The window is timeframe long,
+//     aligned to bucket boundaries of Unix time, and ends at the end of the
+//     bucket holding now: its last bucket is still filling. Series list
+//     only the buckets with requests (or samples), unless fill=true asks
+//     for every bucket, empty ones with count 0 and null figures; limit
+//     (0-100, default 10) bounds the slowest endpoints. metric selects the
 //     sections: response_time, throughput and error_rate give the request
 //     series, summary and slowest endpoints (each point carries every figure);
 //     resource_usage gives only utilisation per resource type; no metric
