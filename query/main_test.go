@@ -111,7 +111,10 @@ func newServer(t testing.TB, cfg query.Config, store *chstore.Store, cache query
 	toks := &auth.StaticTokens{}
 	toks.Add(adminToken, auth.Principal{Name: "admin", Scopes: []auth.Scope{auth.ScopeAdmin}})
 	toks.Add(ingestToken, auth.Principal{Name: "ingest", Scopes: []auth.Scope{auth.ScopeIngest}})
-	api := query.New(cfg, store, cache, zerolog.Nop())
+	api, err := query.New(cfg, store, cache, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("query.New: %v", err)
+	}
 	api.Register(httpapi.NewRouter(e, toks))
 	return e, api
 }

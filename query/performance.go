@@ -24,23 +24,23 @@ type timeframe struct {
 	ttl    time.Duration // cache lifetime of an answer
 }
 
-// source is a table of request figures: raw requests, or a rollup whose
-// periods are as wide as the series buckets that read it, so that a bucket
-// merges one state per (service, endpoint) and the window is read from
-// rows of its own time only (rollups are sorted by time first).
+// source is a rollup of request figures whose periods are as wide as the
+// series buckets that read it, so that a bucket merges one state per
+// (service, endpoint) and the window is read from rows of its own time only
+// (rollups are sorted by time first): an answer costs what the number of
+// endpoints and buckets costs, not what the number of requests does.
 type source struct {
-	name, table, tcol string
-	rollup            bool
+	name, table string
 }
 
 var (
-	rawSource      = source{name: "raw", table: "requests", tcol: "ts"}
-	rollup5mSource = source{name: "rollup_5m", table: "requests_5m", tcol: "start", rollup: true}
-	rollup1hSource = source{name: "rollup_1h", table: "requests_1h", tcol: "start", rollup: true}
+	rollup1mSource = source{name: "rollup_1m", table: "requests_1m_hist"}
+	rollup5mSource = source{name: "rollup_5m", table: "requests_5m"}
+	rollup1hSource = source{name: "rollup_1h", table: "requests_1h"}
 )
 
 var timeframes = []timeframe{
-	{name: "1h", span: time.Hour, bucket: time.Minute, source: rawSource, ttl: ttl1h},
+	{name: "1h", span: time.Hour, bucket: time.Minute, source: rollup1mSource, ttl: ttl1h},
 	{name: "24h", span: 24 * time.Hour, bucket: 5 * time.Minute, source: rollup5mSource, ttl: ttl24h},
 	{name: "7d", span: 7 * 24 * time.Hour, bucket: time.Hour, source: rollup1hSource, ttl: ttlLong},
 	{name: "30d", span: 30 * 24 * time.Hour, bucket: time.Hour, source: rollup1hSource, ttl: ttlLong},
@@ -82,14 +82,15 @@ type PerformanceResponse struct {
 	Service             string           `json:"service,omitempty"`
 	Endpoint            string           `json:"endpoint,omitempty"` // normalised, as stored
 	BucketSeconds       int              `json:"bucket_seconds"`
-	Source              string           `json:"source"`                      // raw, rollup_5m or rollup_1h: where request figures come from
-	PercentileMethod    string           `json:"percentile_method,omitempty"` // exact (raw) or histogram (rollup, within 0.75%)
+	Source              string           `json:"source"`                      // rollup_1m, rollup_5m or rollup_1h: where request figures come from; raw for resource_usage alone
+	PercentileMethod    string           `json:"percentile_method,omitempty"` // histogram (rollup, within 0.75%)
 	ErrorRateDefinition string           `json:"error_rate_definition,omitempty"`
-	From                time.Time        `json:"from"` // inclusive
-	To                  time.Time        `json:"to"`   // exclusive; the last bucket may still be filling
-	Series              []Point          `json:"series,omitempty"`
+	From                time.Time        `json:"from"`             // inclusive
+	To                  time.Time        `json:"to"`               // exclusive; the last bucket may still be filling
+	Filled              bool             `json:"filled"`           // series hold every bucket (fill=true); otherwise only buckets with requests or samples
+	Series              *[]Point         `json:"series,omitempty"` // by time
 	Summary             *Stats           `json:"summary,omitempty"`
-	SlowestEndpoints    *[]EndpointStats `json:"slowest_endpoints,omitempty"` // top 10 by P95
+	SlowestEndpoints    *[]EndpointStats `json:"slowest_endpoints,omitempty"` // top limit (default 10) by P95
 	ResourceUsage       []ResourceSeries `json:"resource_usage,omitempty"`
 }
 
@@ -141,15 +142,22 @@ type ResourcePoint struct {
 type perfQuery struct {
 	tf                        timeframe
 	metric, service, endpoint string
+	fill                      bool // pad the series with the buckets that have no requests or samples
+	limit                     int  // of slowest endpoints
 }
 
+// MaxSlowestEndpoints is the largest limit of slowest endpoints an answer gives.
+const MaxSlowestEndpoints = 100
+
 func (a *API) performance(c echo.Context) error {
-	p := newParams(c.Request().URL.RawQuery, "timeframe", "metric", "service", "endpoint")
+	p := newParams(c.Request().URL.RawQuery, "timeframe", "metric", "service", "endpoint", "fill", "limit")
 	q := perfQuery{
 		tf:       timeframeNamed(p.Enum("timeframe", "24h", "1h", "24h", "7d", "30d")),
 		metric:   p.Enum("metric", "", "response_time", "throughput", "error_rate", "resource_usage"),
 		service:  p.service("service"),
 		endpoint: p.endpoint("endpoint"),
+		fill:     p.Bool("fill", false),
+		limit:    p.Int("limit", 10, 0, MaxSlowestEndpoints),
 	}
 	if q.metric == "resource_usage" {
 		for _, f := range []string{"service", "endpoint"} {
@@ -161,7 +169,8 @@ func (a *API) performance(c echo.Context) error {
 	if err := p.Err(); err != nil {
 		return err
 	}
-	key := a.cacheKey("performance", "timeframe="+q.tf.name, "metric="+q.metric, "service="+q.service, "endpoint="+q.endpoint)
+	key := a.cacheKey("performance", "timeframe="+q.tf.name, "metric="+q.metric, "service="+q.service, "endpoint="+q.endpoint,
+		"fill="+strconv.FormatBool(q.fill), "limit="+strconv.Itoa(q.limit))
 	return a.answer(c, key, q.tf.ttl, func(ctx context.Context) (any, error) {
 		return a.buildPerformance(ctx, q)
 	})
@@ -171,8 +180,7 @@ func (a *API) performance(c echo.Context) error {
 type aggRow struct {
 	n, e4, e5 uint64
 	sum, max  float64
-	q         []float64 // P50, P95, P99: in ms, or latency bins when bins is set
-	bins      bool      // q holds bins from schema.LatencyQuantiles
+	q         []float64 // P50, P95, P99 as latency bins from schema.LatencyQuantiles
 }
 
 func (r *aggRow) dest() []any { return []any{&r.n, &r.e4, &r.e5, &r.sum, &r.max, &r.q} }
@@ -186,11 +194,9 @@ func (r *aggRow) stats(seconds float64) Stats {
 	s.MaxMS = num(r.max)
 	if len(r.q) == 3 {
 		p := [3]float64(r.q)
-		if r.bins {
-			// A bin's middle may lie above the largest request it holds.
-			for i, bin := range p {
-				p[i] = min(schema.LatencyMS(bin), r.max)
-			}
+		// A bin's middle may lie above the largest request it holds.
+		for i, bin := range p {
+			p[i] = min(schema.LatencyMS(bin), r.max)
 		}
 		s.P50MS, s.P95MS, s.P99MS = num(p[0]), num(p[1]), num(p[2])
 	}
@@ -200,25 +206,12 @@ func (r *aggRow) stats(seconds float64) Stats {
 	return s
 }
 
-// Request aggregates, in aggRow's order: exact ones over raw rows, merged
-// states over a rollup, whose percentiles are latency bins (in the order
-// of the latencies they stand for, so that q[2] ranks by P95 either way).
-const (
-	rawAggs = "count() AS n, countIf(status_code >= 400 AND status_code < 500) AS e4, countIf(status_code >= 500) AS e5, " +
-		"sum(response_time_ms) AS s, max(response_time_ms) AS mx, quantilesExact(0.5, 0.95, 0.99)(response_time_ms) AS q"
-	rollupAggs = "countMerge(requests) AS n, sumMerge(errors_4xx) AS e4, sumMerge(errors_5xx) AS e5, " +
-		"sumMerge(duration_sum) AS s, maxMerge(duration_max) AS mx, " +
-		schema.LatencyQuantiles + " AS q"
-)
-
-// requestSource returns the table, its time column and the aggregates of q.
-func (a *API) requestSource(q perfQuery) (table, tcol, aggs string) {
-	src, aggs := q.tf.source, rawAggs
-	if src.rollup {
-		aggs = rollupAggs
-	}
-	return a.store.T(src.table), src.tcol, aggs
-}
+// rollupAggs are the request aggregates of a rollup's merged states, in
+// aggRow's order; percentiles are latency bins (in the order of the
+// latencies they stand for, so that q[2] ranks by P95).
+const rollupAggs = "countMerge(requests) AS n, sumMerge(errors_4xx) AS e4, sumMerge(errors_5xx) AS e5, " +
+	"sumMerge(duration_sum) AS s, maxMerge(duration_max) AS mx, " +
+	schema.LatencyQuantiles + " AS q"
 
 // timeRange is the condition tcol in [from, to).
 func timeRange(tcol string, from, to time.Time) string {
@@ -236,65 +229,70 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 	w := int64(q.tf.bucket / time.Second)
 	resp := &PerformanceResponse{
 		Timeframe: q.tf.name, Metric: q.metric, Service: q.service, Endpoint: q.endpoint,
-		BucketSeconds: int(w), Source: "raw", From: from, To: to,
+		BucketSeconds: int(w), Source: "raw", Filled: q.fill, From: from, To: to,
 	}
 	requests := q.metric != "resource_usage"
 	resources := q.metric == "resource_usage" || q.metric == "" && q.service == "" && q.endpoint == ""
 	g, gctx := errgroup.WithContext(ctx)
 	if requests {
-		table, tcol, aggs := a.requestSource(q)
-		where := timeRange(tcol, from, to)
+		table := a.store.T(q.tf.source.table)
+		where := timeRange("start", from, to)
 		if q.service != "" {
 			where += " AND service = " + chstore.Quote(q.service)
 		}
 		if q.endpoint != "" {
 			where += " AND endpoint = " + chstore.Quote(q.endpoint)
 		}
-		resp.Source, resp.PercentileMethod = q.tf.source.name, "exact"
-		if q.tf.source.rollup {
-			resp.PercentileMethod = "histogram"
-		}
+		resp.Source, resp.PercentileMethod = q.tf.source.name, "histogram"
 		resp.ErrorRateDefinition = ErrorRateDefinition
-		n := int(q.tf.span / q.tf.bucket)
-		resp.Series = make([]Point, n)
-		for i := range resp.Series {
-			resp.Series[i].TS = from.Add(time.Duration(i) * q.tf.bucket)
-		}
 		g.Go(func() error {
-			// WITH ROLLUP adds the whole window as a row of bucket 0, merged
-			// from the buckets' states: one pass gives series and summary.
-			// An empty window may give no row at all.
-			sql := "SELECT " + bucketExpr(tcol, w) + " AS b, " + aggs + " FROM " + table + " WHERE " + where + " GROUP BY b WITH ROLLUP"
+			sql := "SELECT " + bucketExpr("start", w) + " AS b, " + rollupAggs + " FROM " + table + " WHERE " + where + " GROUP BY b ORDER BY b"
 			var b uint64
-			r := aggRow{bins: q.tf.source.rollup}
-			summary := (&aggRow{}).stats(q.tf.span.Seconds())
+			var r aggRow
+			series := []Point{}
 			err := a.each(gctx, "performance series", sql, append([]any{&b}, r.dest()...), func() {
-				if b == 0 {
-					summary = r.stats(q.tf.span.Seconds())
-				} else if i := (int64(b) - from.Unix()) / w; i >= 0 && i < int64(n) {
-					resp.Series[i].Stats = r.stats(float64(w))
+				if ts := time.Unix(int64(b), 0).UTC(); !ts.Before(from) && ts.Before(to) {
+					series = append(series, Point{TS: ts, Stats: r.stats(float64(w))})
 				}
 			})
+			if q.fill {
+				series = fill(series, func(p Point) time.Time { return p.TS }, from, to, q.tf.bucket, func(ts time.Time) Point {
+					return Point{TS: ts, Stats: (&aggRow{}).stats(float64(w))}
+				})
+			}
+			resp.Series = &series
+			return err
+		})
+		g.Go(func() error {
+			// Its own query: on ClickHouse 18.16 GROUP BY ... WITH ROLLUP
+			// over many blocks gives one total row per partial
+			// aggregation, none of them the whole window's.
+			sql := "SELECT " + rollupAggs + " FROM " + table + " WHERE " + where
+			var r aggRow
+			err := a.each(gctx, "performance summary", sql, r.dest(), func() {})
+			summary := r.stats(q.tf.span.Seconds())
 			resp.Summary = &summary
 			return err
 		})
 		g.Go(func() error {
-			sql := "SELECT service, endpoint, " + aggs + " FROM " + table + " WHERE " + where +
-				" GROUP BY service, endpoint ORDER BY q[2] DESC, service, endpoint LIMIT 10"
 			top := []EndpointStats{}
+			resp.SlowestEndpoints = &top
+			if q.limit == 0 {
+				return nil
+			}
+			sql := "SELECT service, endpoint, " + rollupAggs + " FROM " + table + " WHERE " + where +
+				" GROUP BY service, endpoint ORDER BY q[2] DESC, service, endpoint LIMIT " + strconv.Itoa(q.limit)
 			var svc, ep string
-			r := aggRow{bins: q.tf.source.rollup}
-			err := a.each(gctx, "slowest endpoints", sql, append([]any{&svc, &ep}, r.dest()...), func() {
+			var r aggRow
+			return a.each(gctx, "slowest endpoints", sql, append([]any{&svc, &ep}, r.dest()...), func() {
 				top = append(top, EndpointStats{Service: svc, Endpoint: ep, Stats: r.stats(q.tf.span.Seconds())})
 			})
-			resp.SlowestEndpoints = &top
-			return err
 		})
 	}
 	if resources {
 		g.Go(func() error {
 			var err error
-			resp.ResourceUsage, err = a.resourceSeries(gctx, from, to, w)
+			resp.ResourceUsage, err = a.resourceSeries(gctx, from, to, w, q.fill)
 			return err
 		})
 	}
@@ -304,22 +302,35 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 	return resp, nil
 }
 
+// fill returns points, sorted by time (ts) and each at the start of a
+// bucket of width w in [from, to), with the point empty makes for each
+// bucket they lack.
+func fill[P any](points []P, ts func(P) time.Time, from, to time.Time, w time.Duration, empty func(time.Time) P) []P {
+	out := make([]P, 0, int(to.Sub(from)/w))
+	i := 0
+	for t := from; t.Before(to); t = t.Add(w) {
+		if i < len(points) && ts(points[i]).Equal(t) {
+			out = append(out, points[i])
+			i++
+		} else {
+			out = append(out, empty(t))
+		}
+	}
+	return out
+}
+
 // resourceSeries is the average and maximum utilisation of each resource
-// type per bucket of w seconds in [from, to), from the raw samples.
-func (a *API) resourceSeries(ctx context.Context, from, to time.Time, w int64) ([]ResourceSeries, error) {
-	n := int((to.Unix() - from.Unix()) / w)
+// type per bucket of w seconds in [from, to), from the raw samples: every
+// bucket when fill is set, else the buckets with samples.
+func (a *API) resourceSeries(ctx context.Context, from, to time.Time, w int64, fillEmpty bool) ([]ResourceSeries, error) {
 	index := map[string]int{}
 	var out []ResourceSeries
 	add := func(resource string) int {
 		if i, ok := index[resource]; ok {
 			return i
 		}
-		s := ResourceSeries{Resource: resource, Points: make([]ResourcePoint, n)}
-		for i := range s.Points {
-			s.Points[i].TS = from.Add(time.Duration(int64(i)*w) * time.Second)
-		}
 		index[resource] = len(out)
-		out = append(out, s)
+		out = append(out, ResourceSeries{Resource: resource, Points: []ResourcePoint{}})
 		return len(out) - 1
 	}
 	for _, r := range resourceTypes {
@@ -331,12 +342,19 @@ func (a *API) resourceSeries(ctx context.Context, from, to time.Time, w int64) (
 	var b, cnt uint64
 	var avg, mx float64
 	err := a.each(ctx, "resource usage series", sql, []any{&resource, &b, &cnt, &avg, &mx}, func() {
-		if i := (int64(b) - from.Unix()) / w; i >= 0 && i < int64(n) {
-			out[add(resource)].Points[i] = ResourcePoint{TS: time.Unix(int64(b), 0).UTC(), Samples: cnt, AvgUtilisation: num(avg), MaxUtilisation: num(mx)}
+		if ts := time.Unix(int64(b), 0).UTC(); !ts.Before(from) && ts.Before(to) {
+			s := &out[add(resource)]
+			s.Points = append(s.Points, ResourcePoint{TS: ts, Samples: cnt, AvgUtilisation: num(avg), MaxUtilisation: num(mx)})
 		}
 	})
 	if err != nil {
 		return nil, err
+	}
+	if fillEmpty {
+		for i := range out {
+			out[i].Points = fill(out[i].Points, func(p ResourcePoint) time.Time { return p.TS }, from, to, time.Duration(w)*time.Second,
+				func(ts time.Time) ResourcePoint { return ResourcePoint{TS: ts} })
+		}
 	}
 	// Types beyond the known ones (none today) follow them, by name.
 	slices.SortStableFunc(out[len(resourceTypes):], func(x, y ResourceSeries) int { return strings.Compare(x.Resource, y.Resource) })

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,9 +266,12 @@ func TestPerformance(t *testing.T) {
 	res := perfResources(now)
 	cases := []perfCase{
 		{params: url.Values{"timeframe": {"1h"}}, requests: true, resources: true},
+		{params: url.Values{"timeframe": {"1h"}, "fill": {"true"}}, requests: true, resources: true},
 		{params: url.Values{}, requests: true, resources: true}, // 24h by default
-		{params: url.Values{"timeframe": {"7d"}}, requests: true, resources: true},
+		{params: url.Values{"fill": {"true"}, "limit": {"3"}}, requests: true, resources: true},
+		{params: url.Values{"timeframe": {"7d"}, "fill": {"true"}, "limit": {"100"}}, requests: true, resources: true},
 		{params: url.Values{"timeframe": {"30d"}}, requests: true, resources: true},
+		{params: url.Values{"timeframe": {"30d"}, "fill": {"false"}, "limit": {"0"}}, requests: true, resources: true},
 		{params: url.Values{"timeframe": {"24h"}, "service": {"web"}}, service: "web", requests: true},
 		{params: url.Values{"timeframe": {"1h"}, "service": {"api"}, "endpoint": {"/api/forms/42/submit?draft=1"}},
 			service: "api", endpoint: "/api/forms/:id/submit", requests: true},
@@ -314,10 +318,15 @@ func checkPerformance(t *testing.T, got query.PerformanceResponse, tc perfCase, 
 	from, to := expectedWindow(tf, now)
 	w := int64(bucket / time.Second)
 	n := int(span / bucket)
-	raw := tf == "1h"
-	wantSource, wantMethod := map[string]string{"1h": "raw", "24h": "rollup_5m", "7d": "rollup_1h", "30d": "rollup_1h"}[tf], "histogram"
-	if raw {
-		wantMethod = "exact"
+	const raw = false // every timeframe reads a rollup
+	wantSource, wantMethod := map[string]string{"1h": "rollup_1m", "24h": "rollup_5m", "7d": "rollup_1h", "30d": "rollup_1h"}[tf], "histogram"
+	filled := tc.params.Get("fill") == "true"
+	limit := 10
+	if l := tc.params.Get("limit"); l != "" {
+		limit, _ = strconv.Atoi(l)
+	}
+	if got.Filled != filled {
+		t.Errorf("got filled %v; want %v", got.Filled, filled)
 	}
 	if got.Timeframe != tf || got.BucketSeconds != int(w) || !got.From.Equal(from) || !got.To.Equal(to) ||
 		got.Metric != tc.params.Get("metric") || got.Service != tc.service || got.Endpoint != tc.endpoint {
@@ -353,21 +362,33 @@ func checkPerformance(t *testing.T, got query.PerformanceResponse, tc perfCase, 
 			}
 			perRoute[k].add(q)
 		}
-		if len(got.Series) != n {
-			t.Fatalf("got %d points; want %d", len(got.Series), n)
-		}
+		// The buckets the series holds: every one when filled, else those
+		// with requests.
+		var want []int
 		empty := 0
-		for i, p := range got.Series {
-			if want := from.Add(time.Duration(i) * bucket); !p.TS.Equal(want) {
-				t.Errorf("point %d: got ts %v; want %v", i, p.TS, want)
-			}
+		for i := range buckets {
 			if buckets[i].n == 0 {
 				empty++
 			}
-			checkStats(t, fmt.Sprintf("point %d (%v)", i, p.TS), p.Stats, &buckets[i], float64(w), raw, acc)
+			if filled || buckets[i].n > 0 {
+				want = append(want, i)
+			}
 		}
 		if tc.service == "" && tc.endpoint == "" && empty == 0 {
-			t.Errorf("no empty bucket in the %s series; the dataset's gaps should leave some", tf)
+			t.Errorf("no empty bucket in the %s window; the dataset's gaps should leave some", tf)
+		}
+		if got.Series == nil {
+			t.Fatal("got no series")
+		}
+		if len(*got.Series) != len(want) {
+			t.Fatalf("got %d points; want %d (fill=%v, %d of %d buckets empty)", len(*got.Series), len(want), filled, empty, n)
+		}
+		for j, p := range *got.Series {
+			i := want[j]
+			if want := from.Add(time.Duration(i) * bucket); !p.TS.Equal(want) {
+				t.Errorf("point %d: got ts %v; want %v", j, p.TS, want)
+			}
+			checkStats(t, fmt.Sprintf("point %d (%v)", j, p.TS), p.Stats, &buckets[i], float64(w), raw, acc)
 		}
 		if got.Summary == nil {
 			t.Fatal("got no summary")
@@ -393,8 +414,8 @@ func checkPerformance(t *testing.T, got query.PerformanceResponse, tc perfCase, 
 			}
 			return strings.Compare(x.key[0]+"\x00"+x.key[1], y.key[0]+"\x00"+y.key[1])
 		})
-		if len(order) > 10 {
-			order = order[:10]
+		if len(order) > limit {
+			order = order[:limit]
 		}
 		if got.SlowestEndpoints == nil {
 			t.Fatal("got no slowest_endpoints")
@@ -445,10 +466,17 @@ func checkPerformance(t *testing.T, got query.PerformanceResponse, tc perfCase, 
 		t.Fatalf("got resource series %v; want %v", names, wantNames)
 	}
 	for _, rs := range got.ResourceUsage {
-		if len(rs.Points) != n {
-			t.Fatalf("%s: got %d points; want %d", rs.Resource, len(rs.Points), n)
+		var idx []int
+		for i, b := range want[rs.Resource] {
+			if filled || b.n > 0 {
+				idx = append(idx, i)
+			}
 		}
-		for i, p := range rs.Points {
+		if len(rs.Points) != len(idx) || rs.Points == nil {
+			t.Fatalf("%s: got %d points; want %d (fill=%v)", rs.Resource, len(rs.Points), len(idx), filled)
+		}
+		for j, p := range rs.Points {
+			i := idx[j]
 			wb := want[rs.Resource][i]
 			what := fmt.Sprintf("%s point %d", rs.Resource, i)
 			if wt := from.Add(time.Duration(i) * bucket); !p.TS.Equal(wt) || p.Samples != wb.n {

@@ -11,17 +11,23 @@
 //
 //   - error_rate is the share of 5xx responses (server failures); error_rate_4xx
 //     and error_rate_5xx are given beside it, and error_rate_definition says so.
-//   - /performance reads raw rows for 1h (1-minute buckets, exact percentiles),
-//     the 5-minute rollup for 24h (5-minute buckets) and the 1-hour rollup for
-//     7d and 30d (1-hour buckets): each bucket merges one state per service
-//     and endpoint. Rollup percentiles come from latency histograms of bins
-//     1.5% wide (see schema.LatencyMS): the bin holding the exact percentile,
-//     read as its middle and capped at the maximum, within 0.75% of exact
-//     for any number of requests (percentile_method "histogram"). The
-//     window is timeframe long, aligned to bucket boundaries of Unix time,
-//     and ends at the end of the bucket holding now: its last bucket is
-//     still filling. Buckets without
-//     requests are present with count 0 and null figures. metric selects the
+//   - /performance reads rollups, never raw request rows, so that its cost
+//     grows with the number of endpoints and buckets, not of requests: the
+//     1-minute rollup for 1h (1-minute buckets), the 5-minute one for 24h
+//     (5-minute buckets) and the 1-hour one for 7d and 30d (1-hour
+//     buckets); each bucket merges one state per service and endpoint, and
+//     source names the rollup. Counts, error rates, sums and maxima are
+//     exact. Percentiles come from latency histograms of bins 1.5% wide
+//     (see schema.LatencyMS): the bin holding the exact percentile, read as
+//     its middle and capped at the maximum, within 0.75% of exact for any
+//     number of requests (percentile_method "histogram"). The summary is
+//     its own query over the window (not WITH ROLLUP, which on ClickHouse
+//     18.16 gives partial totals at volume). The window is timeframe long,
+//     aligned to bucket boundaries of Unix time, and ends at the end of the
+//     bucket holding now: its last bucket is still filling. Series list
+//     only the buckets with requests (or samples), unless fill=true asks
+//     for every bucket, empty ones with count 0 and null figures; limit
+//     (0-100, default 10) bounds the slowest endpoints. metric selects the
 //     sections: response_time, throughput and error_rate give the request
 //     series, summary and slowest endpoints (each point carries every figure);
 //     resource_usage gives only utilisation per resource type; no metric
@@ -87,6 +93,15 @@ type Cache interface {
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration)
 }
 
+// Store is what the API reads: queries over the tables of one ClickHouse
+// database (chstore.Store). It must be safe for concurrent use.
+type Store interface {
+	Database() string
+	T(table string) string // the qualified name of a table of the database
+	Query(ctx context.Context, sql string) (chstore.Rows, error)
+	QueryRow(ctx context.Context, sql string, dest ...any) error
+}
+
 // Config tunes the API. Zero fields get defaults in New.
 type Config struct {
 	QueryTimeout   time.Duration    // bound of the ClickHouse work of one answer (default 10s)
@@ -146,7 +161,7 @@ type CacheStats struct {
 // starts no goroutines that outlive a request.
 type API struct {
 	cfg   Config
-	store *chstore.Store
+	store Store
 	cache Cache
 	log   zerolog.Logger
 
@@ -154,10 +169,17 @@ type API struct {
 	hits, misses atomic.Uint64
 }
 
-// New returns the API reading store. cache may be nil.
-func New(cfg Config, store *chstore.Store, cache Cache, log zerolog.Logger) *API {
+// New returns the API reading store, with cfg's zero fields set to their
+// defaults; it fails when cfg is invalid or store is nil. cache may be nil.
+func New(cfg Config, store Store, cache Cache, log zerolog.Logger) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("query config: %w", err)
+	}
+	if store == nil {
+		return nil, errors.New("query: no store")
+	}
 	cfg.defaults()
-	return &API{cfg: cfg, store: store, cache: cache, log: log.With().Str("component", "query").Logger()}
+	return &API{cfg: cfg, store: store, cache: cache, log: log.With().Str("component", "query").Logger()}, nil
 }
 
 // Register adds the routes to r, each for admins only.
@@ -177,11 +199,7 @@ func (a *API) CacheStats() CacheStats {
 // with the answer's shape, and keyed by the database too, so that
 // deployments sharing a cache do not share answers.
 func (a *API) cacheKey(route string, params ...string) string {
-	db := ""
-	if a.store != nil {
-		db = a.store.Database()
-	}
-	return cache.Key(append([]string{"query." + route + ".v1", "database=" + db}, params...)...)
+	return cache.Key(append([]string{"query." + route + ".v1", "database=" + a.store.Database()}, params...)...)
 }
 
 // cacheTimeout bounds a cache lookup or store, so that a slow cache costs

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wedsync/pulse/internal/chstore"
 	"github.com/wedsync/pulse/internal/event"
 )
 
@@ -76,6 +77,12 @@ func TestConfig(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: got valid; want an error", c)
 		}
+		if _, err := New(c, &chstore.Store{}, nil, zerolog.Nop()); err == nil {
+			t.Errorf("New(%+v): got an API; want an error", c)
+		}
+	}
+	if _, err := New(Config{}, nil, nil, zerolog.Nop()); err == nil {
+		t.Error("New without a store: got an API; want an error")
 	}
 	c := Config{}
 	c.defaults()
@@ -87,7 +94,10 @@ func TestConfig(t *testing.T) {
 // TestTargetStatus covers what a stored result can hold beyond what the
 // probes write today.
 func TestTargetStatus(t *testing.T) {
-	a := New(Config{}, nil, nil, zerolog.Nop())
+	a, err := New(Config{}, &chstore.Store{}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	got := a.target(probeResult{status: "bogus", ts: now, details: "{not json"}, now, true)
 	if got.Status != event.StatusUnknown || got.Reason != "unrecognised probe status" || !got.Configured || got.Details != nil {

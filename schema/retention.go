@@ -28,6 +28,7 @@ var partitioned = []struct {
 }{
 	{"requests", "20060102", "ts", false},
 	{"requests_1m", "200601", "minute", true},
+	{"requests_1m_hist", "200601", "start", true},
 	{"requests_5m", "200601", "start", true},
 	{"requests_1h", "200601", "start", true},
 	{"resources", "20060102", "ts", false},

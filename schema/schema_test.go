@@ -62,8 +62,8 @@ func TestMigrations(t *testing.T) {
 // database, leaving it as a fresh one.
 func empty(t *testing.T, s *chstore.Store) {
 	t.Helper()
-	for _, table := range []string{"requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "requests_1m_mv", "requests_1m",
-		"requests", "resources", "health_checks", "schema_migrations"} {
+	for _, table := range []string{"requests_1m_hist_mv", "requests_1m_hist", "requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m",
+		"requests_1m_mv", "requests_1m", "requests", "resources", "health_checks", "schema_migrations"} {
 		if err := s.Exec(ctx(t), "DROP TABLE IF EXISTS "+s.T(table)); err != nil {
 			t.Fatalf("drop %s: %v", table, err)
 		}
@@ -101,21 +101,23 @@ func TestMigrate(t *testing.T) {
 		all = append(all, m.Version)
 	}
 	wantTables := map[string]string{
-		"requests":          "MergeTree",
-		"requests_1m":       "AggregatingMergeTree",
-		"requests_1m_mv":    "MaterializedView",
-		"requests_5m":       "AggregatingMergeTree",
-		"requests_5m_mv":    "MaterializedView",
-		"requests_1h":       "AggregatingMergeTree",
-		"requests_1h_mv":    "MaterializedView",
-		"validation_runs":   "MergeTree",
-		"audit_log":         "MergeTree",
-		"alerts":            "MergeTree",
-		"schema_migrations": "MergeTree",
-		"resources":         "MergeTree",
-		"health_checks":     "MergeTree",
+		"requests":            "MergeTree",
+		"requests_1m":         "AggregatingMergeTree",
+		"requests_1m_mv":      "MaterializedView",
+		"requests_5m":         "AggregatingMergeTree",
+		"requests_5m_mv":      "MaterializedView",
+		"requests_1h":         "AggregatingMergeTree",
+		"requests_1h_mv":      "MaterializedView",
+		"requests_1m_hist":    "AggregatingMergeTree",
+		"requests_1m_hist_mv": "MaterializedView",
+		"validation_runs":     "MergeTree",
+		"audit_log":           "MergeTree",
+		"alerts":              "MergeTree",
+		"schema_migrations":   "MergeTree",
+		"resources":           "MergeTree",
+		"health_checks":       "MergeTree",
 	}
-	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h,validation,alerts"
+	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h,validation,alerts,requests_1m_hist"
 	for name, s := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
 			c := ctx(t)
@@ -169,6 +171,7 @@ func TestMigrate(t *testing.T) {
 				want          time.Time
 			}{
 				{"requests_1m", "minute", time.Date(2026, 3, 15, 10, 7, 0, 0, time.UTC)},
+				{"requests_1m_hist", "start", time.Date(2026, 3, 15, 10, 7, 0, 0, time.UTC)},
 				{"requests_5m", "start", time.Date(2026, 3, 15, 10, 5, 0, 0, time.UTC)},
 				{"requests_1h", "start", time.Date(2026, 3, 15, 10, 0, 0, 0, time.UTC)},
 			} {
@@ -186,10 +189,10 @@ func TestMigrate(t *testing.T) {
 }
 
 // TestMigrateBackfillsRollups upgrades a database holding requests from
-// before the five-minute and one-hour rollups existed: the migrations that
-// create them fill them from requests_1m over the spans their answers read
-// (3 and 32 days), once, however often they run; their views add the
-// requests inserted afterwards.
+// before the histogram rollups existed: the migrations that create them
+// fill them from requests over the spans their answers read (2 hours, 3
+// and 32 days), once, however often they run; their views add the requests
+// inserted afterwards.
 func TestMigrateBackfillsRollups(t *testing.T) {
 	hour := time.Now().UTC().Truncate(time.Hour)
 	// Minutes after the hour, so that none falls before a span's start.
@@ -197,9 +200,10 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 		hour.Add(-40*24*time.Hour + 10*time.Minute), // in requests_1m only
 		hour.Add(-10*24*time.Hour + 10*time.Minute), // and in requests_1h
 		hour.Add(-2*24*time.Hour + 10*time.Minute),  // and in requests_5m
-		hour.Add(-2*time.Hour + 10*time.Minute),
+		hour.Add(-2*time.Hour + 10*time.Minute),     // and in requests_1m_hist
 		hour.Add(-2*time.Hour + 10*time.Minute),
 		hour.Add(-2*time.Hour + 13*time.Minute),
+		hour.Add(-3*time.Hour + 10*time.Minute), // in all but requests_1m_hist
 	}
 	counts := func(t *testing.T, s *chstore.Store) []uint64 {
 		var out []uint64
@@ -212,7 +216,7 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := ctx(t)
 			// The database as the migrations before 0005 left it.
-			for _, table := range []string{"requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "schema_migrations"} {
+			for _, table := range []string{"requests_1m_hist_mv", "requests_1m_hist", "requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "schema_migrations"} {
 				if err := s.Exec(c, "DROP TABLE "+s.T(table)); err != nil {
 					t.Fatal(err)
 				}
@@ -225,7 +229,7 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 				if _, err := schema.Migrate(c, s); err != nil {
 					t.Fatal(err)
 				}
-				if got, want := counts(t, s), []uint64{6, 4, 5}; !slices.Equal(got, want) {
+				if got, want := counts(t, s), []uint64{7, 3, 5, 6}; !slices.Equal(got, want) {
 					t.Errorf("after Migrate: got %v requests in %v; want %v", got, rollups, want)
 				}
 				if err := s.Exec(c, "DROP TABLE "+s.T("schema_migrations")); err != nil {
@@ -235,7 +239,7 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 			// The views add every request inserted from then on, however old,
 			// and their states merge with the backfilled ones.
 			insertAt(t, s, hour.Add(-2*time.Hour+14*time.Minute), hour.Add(-10*24*time.Hour+10*time.Minute))
-			if got, want := counts(t, s), []uint64{8, 6, 7}; !slices.Equal(got, want) {
+			if got, want := counts(t, s), []uint64{9, 5, 7, 8}; !slices.Equal(got, want) {
 				t.Errorf("after more inserts: got %v requests in %v; want %v", got, rollups, want)
 			}
 			type bucket struct {
@@ -264,13 +268,18 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 			}
 			p50 := schema.LatencyMS(latencyBin(10)) // every request took 10 ms
 			at := func(d time.Duration, n uint64) bucket { return bucket{hour.Add(d), n, p50} }
+			if got, want := read("requests_1m_hist", "start"), []bucket{
+				at(-10*24*time.Hour+10*time.Minute, 1), at(-2*time.Hour+10*time.Minute, 2), at(-2*time.Hour+13*time.Minute, 1), at(-2*time.Hour+14*time.Minute, 1),
+			}; !slices.Equal(got, want) {
+				t.Errorf("got requests_1m_hist %v; want %v", got, want)
+			}
 			if got, want := read("requests_5m", "start"), []bucket{
-				at(-10*24*time.Hour+10*time.Minute, 1), at(-2*24*time.Hour+10*time.Minute, 1), at(-2*time.Hour+10*time.Minute, 4),
+				at(-10*24*time.Hour+10*time.Minute, 1), at(-2*24*time.Hour+10*time.Minute, 1), at(-3*time.Hour+10*time.Minute, 1), at(-2*time.Hour+10*time.Minute, 4),
 			}; !slices.Equal(got, want) {
 				t.Errorf("got requests_5m %v; want %v", got, want)
 			}
 			if got, want := read("requests_1h", "start"), []bucket{
-				at(-10*24*time.Hour, 2), at(-2*24*time.Hour, 1), at(-2*time.Hour, 4),
+				at(-10*24*time.Hour, 2), at(-2*24*time.Hour, 1), at(-3*time.Hour, 1), at(-2*time.Hour, 4),
 			}; !slices.Equal(got, want) {
 				t.Errorf("got requests_1h %v; want %v", got, want)
 			}
@@ -322,7 +331,7 @@ func insertAt(t *testing.T, s *chstore.Store, ts ...time.Time) {
 
 // rollups are the rollup tables, in the order retention handles them. Every
 // request lands in each of them.
-var rollups = []string{"requests_1m", "requests_5m", "requests_1h"}
+var rollups = []string{"requests_1m", "requests_1m_hist", "requests_5m", "requests_1h"}
 
 // everyRollup replaces each "requests_1m/partition" of want with that
 // partition of every rollup table, in the order of rollups.
@@ -531,10 +540,11 @@ func TestApplyTTL(t *testing.T) {
 				t.Fatalf("ApplyTTL %+v: %v", tt.r, err)
 			}
 			wants := map[string]string{
-				"requests":    "TTL ts + " + tt.raw,
-				"requests_1m": "TTL minute + " + tt.rollup,
-				"requests_5m": "TTL start + " + tt.rollup,
-				"requests_1h": "TTL start + " + tt.rollup,
+				"requests":         "TTL ts + " + tt.raw,
+				"requests_1m":      "TTL minute + " + tt.rollup,
+				"requests_1m_hist": "TTL start + " + tt.rollup,
+				"requests_5m":      "TTL start + " + tt.rollup,
+				"requests_1h":      "TTL start + " + tt.rollup,
 			}
 			for table, want := range wants {
 				if got := engineFull(t, s, table); !strings.Contains(got, want) || strings.Count(got, " TTL ") != 1 {
@@ -689,7 +699,7 @@ func TestRollupAccuracy(t *testing.T) {
 			// The histogram rollups; n * level is a whole number at every
 			// level, where quantilesTiming alone would pick one rank lower
 			// than quantileExact.
-			for _, table := range []string{"requests_5m", "requests_1h"} {
+			for _, table := range []string{"requests_1m_hist", "requests_5m", "requests_1h"} {
 				var count, e4, e5 uint64
 				var sum, maxD float64
 				var bins []float64
@@ -771,7 +781,7 @@ func TestLatencyBins(t *testing.T) {
 			if err := s.Insert(c, "", "requests", requestColumns(ts, values, status)); err != nil {
 				t.Fatal(err)
 			}
-			for _, table := range []string{"requests_5m", "requests_1h"} {
+			for _, table := range []string{"requests_1m_hist", "requests_5m", "requests_1h"} {
 				rows, err := s.Query(c, "SELECT start, "+schema.LatencyQuantiles+" FROM "+s.T(table)+" GROUP BY start ORDER BY start")
 				if err != nil {
 					t.Fatal(err)

@@ -465,7 +465,10 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	}
 	r.Handle(http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(s.metrics.Handler()))
 	if s.roles["query"] {
-		api := query.New(query.Config{}, s.store, s.responseCache(), s.log)
+		api, err := query.New(query.Config{}, s.store, s.responseCache(), s.log)
+		if err != nil {
+			return nil, err
+		}
 		api.Register(r)
 		alertAPI, err := alerts.NewAPI(alerts.APIConfig{Stream: s.alertStreams()}, s.rules, s.js, s.store, s.log)
 		if err != nil {
