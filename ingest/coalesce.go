@@ -88,7 +88,8 @@ type batch struct {
 	// Taking events; guarded by the coalescer's mu.
 	reqs   []event.Request
 	size   int
-	sealed bool
+	closed bool // full: takes no more events
+	sealed bool // taken by a publisher
 
 	mu     sync.Mutex
 	data   []byte // the encoding; dropped once stored
@@ -147,6 +148,10 @@ func (c *coalescer) add(caller string, q event.Request) (b *batch, retry bool) {
 	b.size += event.MaxEncodedSize(&q)
 	c.win.put(k, b, now)
 	full := len(b.reqs) >= c.cfg.MaxEvents || b.size >= c.cfg.MaxBytes
+	if full {
+		b.closed = true
+		delete(c.open, caller)
+	}
 	c.mu.Unlock()
 	if full {
 		c.seal(b)
@@ -154,15 +159,18 @@ func (c *coalescer) add(caller string, q event.Request) (b *batch, retry bool) {
 	return b, false
 }
 
-// seal closes b to new events and publishes it, waiting for a publishing
-// slot. Only the first call for a batch does anything.
+// seal publishes b once a publishing slot is free. Until then b keeps
+// taking events (unless it is full), so batches grow while the stream is
+// slow: group commit. Only the first call for a batch does anything.
 func (c *coalescer) seal(b *batch) {
+	c.sem <- struct{}{}
 	c.mu.Lock()
 	if b.sealed {
 		c.mu.Unlock()
+		<-c.sem
 		return
 	}
-	b.sealed = true
+	b.sealed, b.closed = true, true
 	if c.open[b.caller] == b {
 		delete(c.open, b.caller)
 	}
@@ -170,7 +178,6 @@ func (c *coalescer) seal(b *batch) {
 	b.reqs = nil
 	c.mu.Unlock()
 
-	c.sem <- struct{}{}
 	go func() {
 		defer func() { <-c.sem }()
 		b.mu.Lock()
@@ -334,7 +341,7 @@ func (c *coalescer) follow(ctx context.Context) error {
 
 // learn remembers the events of a batch read from the edge log.
 func (c *coalescer) learn(id, caller string, md *jetstream.MsgMetadata, reqs []event.Request) {
-	b := &batch{id: id, caller: caller, created: md.Timestamp, done: closed, sealed: true, logSeq: md.Sequence.Stream}
+	b := &batch{id: id, caller: caller, created: md.Timestamp, done: closedChan, closed: true, sealed: true, logSeq: md.Sequence.Stream}
 	now := c.now()
 	if now.Sub(b.created) >= c.cfg.Window {
 		return
@@ -349,7 +356,7 @@ func (c *coalescer) learn(id, caller string, md *jetstream.MsgMetadata, reqs []e
 	}
 }
 
-var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // ready waits until the edge log was read to its end.
 func (c *coalescer) ready(ctx context.Context) error {

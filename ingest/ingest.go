@@ -131,7 +131,7 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log zerolog.Logge
 	e.logs.every = 10 * time.Second
 	if cfg.CoalesceDelay > 0 {
 		e.coalesce = newCoalescer(coalesceConfig{
-			Delay: cfg.CoalesceDelay, MaxEvents: 1000, MaxBytes: 512 << 10, InFlight: 64,
+			Delay: cfg.CoalesceDelay, MaxEvents: 1000, MaxBytes: 512 << 10, InFlight: 8,
 			Window: cfg.Stream.DuplicateWindow, Timeout: cfg.PublishTimeout, LogStream: cfg.Stream.EdgeLogStream,
 		}, pub.js, nc, log)
 	}
