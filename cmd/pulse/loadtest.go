@@ -36,6 +36,7 @@ func loadtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&c.Batch, "batch", 1, "events per ingest request; more than 1 sends NDJSON")
 	fs.DurationVar(&c.VerifyTimeout, "verify-timeout", 60*time.Second, "how long to wait after the run for every event answered 202 to be stored")
 	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a --target that is not on loopback")
+	fs.IntVar(&c.MaxConns, "max-connections", 0, "connections the users share; 0: one per user, as far as the open-file limit allows")
 	jsonFile := fs.String("json", "", "also write the summary as JSON to this file")
 	if err := parseWithEnvPrefix(fs, loadtestEnvPrefix, args); err != nil {
 		return err
@@ -49,6 +50,9 @@ func loadtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	limit, err := loadtest.RaiseOpenFileLimit()
 	if err != nil {
 		fmt.Fprintf(stderr, "pulse loadtest: %v\n", err)
+	}
+	if c.MaxConns > 0 {
+		need = uint64(min(c.MaxConns, c.PeakUsers()) + loadtest.FileSlack)
 	}
 	if limit < need {
 		c.MaxConns = max(int(limit)-loadtest.FileSlack, 1)
