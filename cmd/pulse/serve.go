@@ -357,10 +357,13 @@ func (s *process) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// The edge serves requests until the listener closed: it stops
+		// after the server, not with it.
+		edgeCtx, stopEdge := context.WithCancel(context.WithoutCancel(ctx))
 		if s.edge != nil {
-			g.Go(func() error { return s.edge.Run(ctx) })
+			g.Go(func() error { return s.edge.Run(edgeCtx) })
 		}
-		g.Go(func() error { return srv.Run(ctx) })
+		g.Go(func() error { defer stopEdge(); return srv.Run(ctx) })
 	}
 	s.log.Info().Strs("roles", keys(s.roles)).Msg("pulse is serving")
 	err = g.Wait()

@@ -54,13 +54,7 @@ func TestServerShutdown(t *testing.T) {
 	e := New(zerolog.Nop())
 	NewHealth(srv.Draining).Register(NewRouter(e, &auth.StaticTokens{}))
 	srv.Handler = e
-	addr, err := srv.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	addr, cancel, done := start(t, srv)
 	readyz := func() int {
 		t.Helper()
 		resp, err := http.Get("http://" + addr.String() + "/readyz")
@@ -106,13 +100,7 @@ func TestServerShutdown(t *testing.T) {
 func TestServerLimits(t *testing.T) {
 	srv := &Server{Addr: "127.0.0.1:0", ReadHeaderTimeout: 200 * time.Millisecond, Log: zerolog.Nop(),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })}
-	addr, err := srv.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	addr, cancel, done := start(t, srv)
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -147,4 +135,18 @@ func TestServerLimits(t *testing.T) {
 	if _, err := io.ReadAll(bufio.NewReader(c)); err != nil {
 		t.Errorf("a client without headers: %v; want the server to close the connection", err)
 	}
+}
+
+// start binds srv and runs it until cancel is called; done receives Run's
+// result.
+func start(t *testing.T, srv *Server) (addr net.Addr, cancel func(), done <-chan error) {
+	t.Helper()
+	addr, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	return addr, cancel, errc
 }
