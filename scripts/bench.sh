@@ -4,7 +4,7 @@
 #   BenchmarkEndToEnd         NDJSON over HTTP -> JetStream -> aggregator -> ClickHouse server rows,
 #                             beside raw clickhouse-go inserts of the same rows (ratio)
 #   BenchmarkSingleEventPost  one-event POSTs answered after JetStream persisted them
-#   BenchmarkServeLatency     from the 202 to the rows in ClickHouse and to the instant alert on NATS
+#   BenchmarkServeLatency     from the POST to the rows in ClickHouse and to the instant alert on NATS
 #                             (p50 and max ms; the figures TestServeEmbedded used to assert)
 #   query benchmarks          /system/performance 24h and 30d over BENCH_ROWS stored rows (default
 #                             10,000,000, kept in database pulse_bench_query between runs) beside the raw
