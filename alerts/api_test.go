@@ -2,9 +2,7 @@ package alerts_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -44,33 +42,15 @@ func newServer(t testing.TB, set *rules.Set, js jetstream.JetStream, store alert
 	return e
 }
 
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func get(t testing.TB, e *echo.Echo, target, token string) response {
-	t.Helper()
-	r := httptest.NewRequest(http.MethodGet, target, nil)
-	if token != "" {
-		r.Header.Set("Authorization", "Bearer "+token)
-	}
-	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, r)
-	body, _ := io.ReadAll(rec.Result().Body)
-	return response{status: rec.Code, header: rec.Header(), body: body}
-}
-
 func getAlerts(t testing.TB, e *echo.Echo, query string) alerts.AlertsBody {
 	t.Helper()
-	r := get(t, e, "/api/admin/alerts"+query, adminToken)
-	if r.status != http.StatusOK {
-		t.Fatalf("GET /api/admin/alerts%s: status %d, body %s; want 200", query, r.status, r.body)
+	r := testenv.Get(t, e, "/api/admin/alerts"+query, adminToken)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /api/admin/alerts%s: status %d, body %s; want 200", query, r.Status, r.Body)
 	}
 	var body alerts.AlertsBody
-	if err := json.Unmarshal(r.body, &body); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
+	if err := json.Unmarshal(r.Body, &body); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
 	}
 	return body
 }
@@ -110,27 +90,9 @@ func TestAPIBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {
-			r := get(t, e, tt.target, adminToken)
-			if r.status != http.StatusBadRequest {
-				t.Fatalf("got status %d, body %s; want 400", r.status, r.body)
-			}
-			var body httpapi.ErrorBody
-			if err := json.Unmarshal(r.body, &body); err != nil {
-				t.Fatalf("decode %s: %v", r.body, err)
-			}
-			var fields []string
-			for _, d := range body.Details {
-				fields = append(fields, d.Field)
-				if d.Message == "" {
-					t.Errorf("field %s without a message", d.Field)
-				}
-			}
-			slices.Sort(fields)
-			want := slices.Clone(tt.fields)
-			slices.Sort(want)
-			if !slices.Equal(fields, want) || body.Error != "invalid_request" {
-				t.Errorf("got error %q on fields %v; want invalid_request on %v", body.Error, fields, want)
-			}
+			// The order of the details is the order of the checks; the
+			// table lists the fields as the checks meet them.
+			testenv.WantFieldErrors(t, testenv.Get(t, e, tt.target, adminToken), tt.fields...)
 		})
 	}
 }
@@ -139,11 +101,11 @@ func TestAPIBadInput(t *testing.T) {
 func TestAPIAuth(t *testing.T) {
 	e := newServer(t, rules.Default(), nil, nil)
 	for _, path := range []string{"/api/admin/alerts", "/api/admin/alerts/rules"} {
-		if r := get(t, e, path, ""); r.status != http.StatusUnauthorized {
-			t.Errorf("GET %s without a token: %d; want 401", path, r.status)
+		if r := testenv.Get(t, e, path, ""); r.Status != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d; want 401", path, r.Status)
 		}
-		if r := get(t, e, path, ingestToken); r.status != http.StatusForbidden {
-			t.Errorf("GET %s with an ingest token: %d; want 403", path, r.status)
+		if r := testenv.Get(t, e, path, ingestToken); r.Status != http.StatusForbidden {
+			t.Errorf("GET %s with an ingest token: %d; want 403", path, r.Status)
 		}
 	}
 }
@@ -151,9 +113,9 @@ func TestAPIAuth(t *testing.T) {
 // TestAPIRules: the rules in force, without the file's path.
 func TestAPIRules(t *testing.T) {
 	e := newServer(t, rules.Default(), nil, nil)
-	r := get(t, e, "/api/admin/alerts/rules", adminToken)
-	if r.status != http.StatusOK {
-		t.Fatalf("status %d: %s", r.status, r.body)
+	r := testenv.Get(t, e, "/api/admin/alerts/rules", adminToken)
+	if r.Status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.Status, r.Body)
 	}
 	var body struct {
 		Source  string           `json:"source"`
@@ -161,7 +123,7 @@ func TestAPIRules(t *testing.T) {
 		Window  []map[string]any `json:"window"`
 		Scaling []map[string]any `json:"scaling"`
 	}
-	if err := json.Unmarshal(r.body, &body); err != nil {
+	if err := json.Unmarshal(r.Body, &body); err != nil {
 		t.Fatal(err)
 	}
 	if body.Source != "built-in" || len(body.Instant) != 2 || len(body.Window) != 6 || len(body.Scaling) != 4 {
@@ -175,9 +137,9 @@ func TestAPIRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	e = newServer(t, set, nil, nil)
-	r = get(t, e, "/api/admin/alerts/rules", adminToken)
-	if strings.Contains(string(r.body), "testdata") || !strings.Contains(string(r.body), `"source":"file"`) {
-		t.Errorf("rules from a file: %s; want source file and no path", r.body)
+	r = testenv.Get(t, e, "/api/admin/alerts/rules", adminToken)
+	if strings.Contains(string(r.Body), "testdata") || !strings.Contains(string(r.Body), `"source":"file"`) {
+		t.Errorf("rules from a file: %s; want source file and no path", r.Body)
 	}
 }
 
@@ -250,8 +212,8 @@ instant:
 	if b := getAlerts(t, e, ""); !b.Partial || !slices.Equal(b.Unavailable, []string{"history"}) || b.Firing != 1 {
 		t.Errorf("with ClickHouse gone: %+v; want the firing alert, partial, history unavailable", b)
 	}
-	if r := get(t, e, "/api/admin/alerts?state=resolved", adminToken); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
-		t.Errorf("resolved with ClickHouse gone: %d %v; want 503 with Retry-After", r.status, r.header)
+	if r := testenv.Get(t, e, "/api/admin/alerts?state=resolved", adminToken); r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Errorf("resolved with ClickHouse gone: %d %v; want 503 with Retry-After", r.Status, r.Header)
 	}
 	// State unreachable: history alone.
 	nc2, js2 := n.conn(t)
@@ -260,10 +222,10 @@ instant:
 	if b := getAlerts(t, e, ""); !b.Partial || !slices.Equal(b.Unavailable, []string{"state"}) || len(b.Alerts) != 1 {
 		t.Errorf("with NATS gone: %+v; want the resolved alert, partial, state unavailable", b)
 	}
-	if r := get(t, e, "/api/admin/alerts?state=firing", adminToken); r.status != http.StatusServiceUnavailable {
-		t.Errorf("firing with NATS gone: %d; want 503", r.status)
+	if r := testenv.Get(t, e, "/api/admin/alerts?state=firing", adminToken); r.Status != http.StatusServiceUnavailable {
+		t.Errorf("firing with NATS gone: %d; want 503", r.Status)
 	}
-	if strings.Contains(string(get(t, e, "/api/admin/alerts?state=firing", adminToken).body), "nats") {
+	if strings.Contains(string(testenv.Get(t, e, "/api/admin/alerts?state=firing", adminToken).Body), "nats") {
 		t.Errorf("a 503 names internals")
 	}
 }

@@ -83,8 +83,10 @@ func TestInstantNATSOutage(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		in.Observe([]event.Request{req(time.Now(), "api", "/during", 503, 1)})
 	}
-	if d := time.Since(start); d > 100*time.Millisecond {
-		t.Errorf("100 Observe calls took %s with NATS down; want them not to wait on NATS", d)
+	// Waiting on NATS would cost each call its 500 ms publish timeout, 50 s
+	// in all; the bound is far from both that and a loaded machine's pace.
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("100 Observe calls took %s with NATS down; want them not to wait on NATS (500 ms each)", d)
 	}
 	testenv.Eventually(t, 10*time.Second, "failures noticed", func() bool { return in.Stats().Failures.Load() > 0 })
 

@@ -16,6 +16,7 @@ package schema
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -92,8 +93,17 @@ func stripComments(s string) string {
 
 const migrationsTable = "schema_migrations"
 
+// Reader is what reading the schema version needs of ClickHouse: the
+// store's database, a table's name qualified with it, and one row of a
+// query. *chstore.Store is one.
+type Reader interface {
+	Database() string
+	T(table string) string
+	QueryRow(ctx context.Context, query string, dest ...any) error
+}
+
 // Current returns the highest applied migration version, 0 when none is.
-func Current(ctx context.Context, s *chstore.Store) (uint32, error) {
+func Current(ctx context.Context, s Reader) (uint32, error) {
 	var exists uint64
 	err := s.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = "+chstore.Quote(s.Database())+
 		" AND name = "+chstore.Quote(migrationsTable), &exists)
@@ -108,6 +118,24 @@ func Current(ctx context.Context, s *chstore.Store) (uint32, error) {
 		return 0, fmt.Errorf("read schema version: %w", err)
 	}
 	return v, nil
+}
+
+// ErrNotMigrated is Ready's answer for a store whose schema is older than
+// this build's.
+var ErrNotMigrated = errors.New("not migrated")
+
+// Ready returns nil when the store holds every migration of this build
+// (the readiness rule: a process must not serve an older schema), else
+// ErrNotMigrated or the error of reading the version.
+func Ready(ctx context.Context, s Reader) error {
+	v, err := Current(ctx, s)
+	if err != nil {
+		return err
+	}
+	if v < Latest() {
+		return ErrNotMigrated
+	}
+	return nil
 }
 
 // Migrate applies every migration newer than the store's current version

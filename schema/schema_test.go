@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -125,12 +126,18 @@ func TestMigrate(t *testing.T) {
 			if v, err := schema.Current(c, s); err != nil || v != 0 {
 				t.Fatalf("fresh database: got Current %d, %v; want 0, nil", v, err)
 			}
+			if err := schema.Ready(c, s); !errors.Is(err, schema.ErrNotMigrated) {
+				t.Errorf("fresh database: got Ready %v; want ErrNotMigrated", err)
+			}
 			applied, err := schema.Migrate(c, s)
 			if err != nil || !reflect.DeepEqual(applied, all) {
 				t.Fatalf("first Migrate: got %v, %v; want %v, nil", applied, err, all)
 			}
 			if v, err := schema.Current(c, s); err != nil || v != schema.Latest() {
 				t.Errorf("got Current %d, %v; want Latest %d", v, err, schema.Latest())
+			}
+			if err := schema.Ready(c, s); err != nil {
+				t.Errorf("migrated database: got Ready %v; want nil", err)
 			}
 			if n := testenv.Count(t, s, "SELECT count() FROM "+s.T("schema_migrations")); n != uint64(len(all)) {
 				t.Errorf("got %d recorded migrations; want %d", n, len(all))

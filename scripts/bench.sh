@@ -4,6 +4,8 @@
 #   BenchmarkEndToEnd         NDJSON over HTTP -> JetStream -> aggregator -> ClickHouse server rows,
 #                             beside raw clickhouse-go inserts of the same rows (ratio)
 #   BenchmarkSingleEventPost  one-event POSTs answered after JetStream persisted them
+#   BenchmarkServeLatency     from the POST to the rows in ClickHouse and to the instant alert on NATS
+#                             (p50 and max ms; the figures TestServeEmbedded used to assert)
 #   query benchmarks          /system/performance 24h and 30d over BENCH_ROWS stored rows (default
 #                             10,000,000, kept in database pulse_bench_query between runs) beside the raw
 #                             ClickHouse quantile query over the same rows; cached /system/health p99
@@ -25,6 +27,7 @@ events="${BENCH_EVENTS:-1000000}"
 echo "==> whole system (ClickHouse server $PULSE_TEST_CLICKHOUSE_DSN, $(nproc) cores)"
 go test -run '^$' -bench 'BenchmarkEndToEnd$' -benchtime "${events}x" -timeout 20m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
 go test -run '^$' -bench 'BenchmarkSingleEventPost$' -benchtime 20000x -timeout 10m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
+go test -run '^$' -bench 'BenchmarkServeLatency$' -benchtime 20x -timeout 10m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
 
 echo "==> admin API over ${BENCH_ROWS:=10000000} rows"
 BENCH_ROWS="$BENCH_ROWS" go test -run '^$' -bench 'Performance(24h|30d|1h)$' -benchtime 20x -tags chdb -timeout 30m ./query | grep -E '^Benchmark|^ok|FAIL'

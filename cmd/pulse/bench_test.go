@@ -3,14 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/wedsync/pulse/aggregator"
 	"github.com/wedsync/pulse/internal/chstore"
@@ -28,8 +31,8 @@ const (
 )
 
 // benchPulse starts `pulse serve` against a fresh database on the test
-// ClickHouse server and returns its base URL and the store.
-func benchPulse(b *testing.B) (string, *chstore.Store) {
+// ClickHouse server and returns the process, its base URL and the store.
+func benchPulse(b *testing.B) (*proc, string, *chstore.Store) {
 	b.Helper()
 	store := testenv.ClickHouse(b)
 	p := startPulse(b, pulseBinary(b, ""), []string{
@@ -41,7 +44,7 @@ func benchPulse(b *testing.B) (string, *chstore.Store) {
 		"PULSE_LOG_FORMAT=json",
 		"PULSE_INGEST_RATE_LIMIT=1000000/s", // the load comes from one principal
 	}, "serve", "--data-dir", b.TempDir())
-	return "http://" + p.httpAddr(), store
+	return p, "http://" + p.httpAddr(), store
 }
 
 // benchEvents returns n events as NDJSON bodies of perBody events each,
@@ -127,7 +130,7 @@ func rawInsert(b *testing.B, store *chstore.Store, n int) float64 {
 // ClickHouse. It reports events/s beside the raw clickhouse-go insert rate
 // of the same number of rows measured in the same run, and their ratio.
 func BenchmarkEndToEnd(b *testing.B) {
-	url, store := benchPulse(b)
+	_, url, store := benchPulse(b)
 	raw := rawInsert(b, testenv.ClickHouse(b), max(b.N, 200_000))
 
 	bodies := benchEvents(b.N, 5000)
@@ -151,11 +154,79 @@ func BenchmarkEndToEnd(b *testing.B) {
 // BenchmarkSingleEventPost measures requests/s of one-event POSTs from 32
 // concurrent clients, each answered only after JetStream persisted it.
 func BenchmarkSingleEventPost(b *testing.B) {
-	url, _ := benchPulse(b)
+	_, url, _ := benchPulse(b)
 	bodies := benchEvents(b.N, 1)
 	b.ResetTimer()
 	start := time.Now()
 	postAll(b, url+"/api/admin/system/metrics", bodies, 32)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "requests/s")
+}
+
+// BenchmarkServeLatency measures what TestServeEmbedded only checks: each
+// iteration posts a slow and a failing request for an endpoint of its own
+// and times, from sending it, the moment both are rows in ClickHouse and
+// the moment the endpoint's server_error alert arrives on NATS. It reports the
+// median and the worst of each, in milliseconds (with the default
+// --batch-delay of 1s, rows wait up to a second by design).
+func BenchmarkServeLatency(b *testing.B) {
+	p, url, store := benchPulse(b)
+	nc, err := nats.Connect(p.natsURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	// The subscription stamps each server_error alert as it arrives.
+	type firing struct {
+		endpoint string
+		at       time.Time
+	}
+	fired := make(chan firing, 256)
+	if _, err := nc.Subscribe("pulse.alerts.>", func(m *nats.Msg) {
+		var a struct {
+			Rule, State string
+			Labels      map[string]string
+		}
+		if json.Unmarshal(m.Data, &a) == nil && a.Rule == "server_error" && a.State == "firing" {
+			fired <- firing{a.Labels["endpoint"], time.Now()}
+		}
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	client := &http.Client{}
+	var toRow, toAlert []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		endpoint := fmt.Sprintf("/api/latency/e%d", i) // not all digits: kept as it is, not :id
+		body := fmt.Appendf(nil, `{"endpoint":%q,"response_time_ms":5400,"status_code":200,"service":"web"}`+"\n"+
+			`{"endpoint":%q,"response_time_ms":42,"status_code":502,"service":"web"}`, endpoint, endpoint)
+		sent := time.Now() // the alert may arrive before the 202 does
+		if err := post(client, url+"/api/admin/system/metrics", body); err != nil {
+			b.Fatal(err)
+		}
+		q := "SELECT count() FROM " + store.T("requests") + " WHERE endpoint = " + chstore.Quote(endpoint)
+		testenv.Eventually(b, time.Minute, "both events stored", func() bool { return testenv.Count(b, store, q) == 2 })
+		toRow = append(toRow, time.Since(sent))
+		for timeout := time.After(time.Minute); len(toAlert) <= i; {
+			select {
+			case f := <-fired:
+				if f.endpoint == endpoint {
+					toAlert = append(toAlert, f.at.Sub(sent))
+				}
+			case <-timeout:
+				b.Fatalf("no server_error alert for %s within a minute", endpoint)
+			}
+		}
+	}
+	b.StopTimer()
+	report := func(ds []time.Duration, unit string) {
+		slices.Sort(ds)
+		b.ReportMetric(float64(ds[len(ds)/2])/float64(time.Millisecond), unit+"_p50_ms")
+		b.ReportMetric(float64(ds[len(ds)-1])/float64(time.Millisecond), unit+"_max_ms")
+	}
+	report(toRow, "row")
+	report(toAlert, "alert")
 }

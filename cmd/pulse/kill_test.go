@@ -31,7 +31,7 @@ func TestAggregatorKill9(t *testing.T) {
 		"PULSE_CLICKHOUSE_DSN=" + testenv.ClickHouseDSN() + "/" + store.Database(),
 		"PULSE_LOG_FORMAT=json",
 	}
-	args := []string{"serve", "--roles", "aggregator", "--batch-rows", "7000", "--batch-delay", "50ms", "--ack-wait", "5s"}
+	args := []string{"serve", "--data-dir", t.TempDir(), "--roles", "aggregator", "--batch-rows", "7000", "--batch-delay", "50ms", "--ack-wait", "5s"}
 	agg := startPulse(t, bin, env, args...)
 
 	// Publish at a steady pace, so that kills land at every stage.

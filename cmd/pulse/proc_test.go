@@ -100,11 +100,17 @@ func (p *proc) kill() {
 // terminate sends SIGTERM and returns the exit error after it stopped.
 func (p *proc) terminate(timeout time.Duration) error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.wait(timeout)
+}
+
+// wait returns the exit error once the process stopped; it fails the test
+// when that takes longer than timeout.
+func (p *proc) wait(timeout time.Duration) error {
 	select {
 	case <-p.exited:
 		return p.err
 	case <-time.After(timeout):
-		p.t.Fatalf("pulse did not exit within %s of SIGTERM\nstderr:\n%s", timeout, p.stderr.String())
+		p.t.Fatalf("pulse did not exit within %s\nstderr:\n%s", timeout, p.stderr.String())
 		return nil
 	}
 }
@@ -130,6 +136,18 @@ func (p *proc) httpAddr() string {
 		}
 	}
 	p.t.Fatalf("no HTTP address in the log:\n%s", p.stderr.String())
+	return ""
+}
+
+// natsURL returns the client URL of the embedded NATS server the process
+// logged it runs.
+func (p *proc) natsURL() string {
+	for _, l := range p.logLines() {
+		if l["message"] == "embedded NATS server with JetStream is listening" {
+			return fmt.Sprint(l["url"])
+		}
+	}
+	p.t.Fatalf("no embedded NATS URL in the log:\n%s", p.stderr.String())
 	return ""
 }
 

@@ -8,11 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -34,6 +32,7 @@ import (
 	"github.com/wedsync/pulse/internal/metrics"
 	"github.com/wedsync/pulse/internal/probe"
 	"github.com/wedsync/pulse/internal/ratelimit"
+	"github.com/wedsync/pulse/internal/stats"
 	"github.com/wedsync/pulse/internal/stream"
 	"github.com/wedsync/pulse/query"
 	"github.com/wedsync/pulse/schema"
@@ -41,6 +40,10 @@ import (
 )
 
 var allRoles = []string{"ingest", "aggregator", "query", "alerts"}
+
+// defaultHTTPAddr is --http-addr's default; only it falls back to a free
+// port when taken.
+const defaultHTTPAddr = "127.0.0.1:7480"
 
 type serveFlags struct {
 	roles           string
@@ -58,6 +61,7 @@ type serveFlags struct {
 	ingestLimit     string
 	migrate         bool
 	shutdownTimeout time.Duration
+	drainGrace      time.Duration
 	rulesFile       string
 	alertInterval   time.Duration
 
@@ -86,7 +90,7 @@ func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
 func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schema.Retention, error)) {
 	fs := newFlagSet("serve", stderr)
 	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, alerts, or all")
-	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address; if the default is taken a free port is used")
+	fs.StringVar(&f.httpAddr, "http-addr", defaultHTTPAddr, "HTTP listen address; if the default is taken a free port is used")
 	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
 	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4322", "listen address of the embedded NATS server; if taken a free port is used")
@@ -108,7 +112,8 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.rulesFile, "rules", "", "alert rules file (YAML); empty uses the built-in rules")
 	fs.DurationVar(&f.alertInterval, "alert-interval", 15*time.Second, "interval of the window alert rules")
 	fs.BoolVar(&f.migrate, "migrate", true, "apply the ClickHouse schema at start")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long shutdown may take to drain")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", httpapi.DefaultShutdownTimeout, "how long shutdown may take to drain")
+	fs.DurationVar(&f.drainGrace, "drain-grace", 5*time.Second, "on shutdown, /readyz answers 503 this long before the HTTP listener closes, so that load balancers move away")
 	fs.Int64Var(&f.stream.MaxBytes, "stream-max-bytes", 8<<30, "ingest stream backlog limit in bytes; beyond it ingest answers 503")
 	fs.DurationVar(&f.stream.MaxAge, "stream-max-age", 7*24*time.Hour, "unconsumed events older than this leave the stream")
 	fs.IntVar(&f.stream.Replicas, "stream-replicas", 1, "stream replicas (3 on a production cluster)")
@@ -184,6 +189,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --external: %v", errUsage, err)
 		}
 	}
+	if f.drainGrace < 0 {
+		return fmt.Errorf("%w: --drain-grace must not be negative", errUsage)
+	}
 	if err := f.probe.Validate(); err != nil {
 		return fmt.Errorf("%w: probes: %v", errUsage, err)
 	}
@@ -234,7 +242,7 @@ type process struct {
 	validator *validate.Validator
 	edge      *ingest.Edge
 	metrics   *metrics.Metrics
-	draining  atomic.Bool
+	draining  func() bool // readiness turns false when it returns true
 }
 
 // streamMetrics exposes the ingest stream's backlog, read from JetStream on
@@ -345,14 +353,17 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return s.runner.Run(ctx) })
 	}
 	if s.roles["ingest"] || s.roles["query"] {
-		srv, err := s.httpServer(ctx, agg)
+		srv, err := s.httpServer(agg)
 		if err != nil {
 			return err
 		}
+		// The edge serves requests until the listener closed: it stops
+		// after the server, not with it.
+		edgeCtx, stopEdge := context.WithCancel(context.WithoutCancel(ctx))
 		if s.edge != nil {
-			g.Go(func() error { return s.edge.Run(ctx) })
+			g.Go(func() error { return s.edge.Run(edgeCtx) })
 		}
-		g.Go(func() error { return srv(ctx) })
+		g.Go(func() error { defer stopEdge(); return srv.Run(ctx) })
 	}
 	s.log.Info().Strs("roles", keys(s.roles)).Msg("pulse is serving")
 	err = g.Wait()
@@ -390,38 +401,25 @@ func (s *process) connectNATS(ctx context.Context) error {
 }
 
 // httpServer builds the HTTP routes of the roles this process runs and
-// returns the function that serves them until ctx ends.
-func (s *process) httpServer(ctx context.Context, agg *aggregator.Aggregator) (func(context.Context) error, error) {
+// binds the server that serves them.
+func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error) {
+	srv := &httpapi.Server{Addr: s.flags.httpAddr, FallbackToFreePort: s.flags.httpAddr == defaultHTTPAddr,
+		ShutdownTimeout: s.flags.shutdownTimeout, DrainGrace: s.flags.drainGrace, Log: s.log}
+	s.draining = srv.Draining
 	e, err := s.router(agg)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := listen(s.flags.httpAddr, s.log)
+	srv.Handler = e
+	addr, err := srv.Listen()
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	s.log.Info().Str("addr", "http://"+addr).Msg("HTTP listening")
+	s.log.Info().Str("addr", "http://"+addr.String()).Msg("HTTP listening")
 	if s.tokens.generated != nil {
-		printWelcome(s.stdout, addr, s.tokens.generated)
+		printWelcome(s.stdout, addr.String(), s.tokens.generated)
 	}
-	return func(ctx context.Context) error {
-		srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
-		select {
-		case err := <-errc:
-			return fmt.Errorf("HTTP server: %w", err)
-		case <-ctx.Done():
-		}
-		s.draining.Store(true)
-		sctx, cancel := context.WithTimeout(context.Background(), s.flags.shutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("HTTP shutdown: %w", err)
-		}
-		return nil
-	}, nil
+	return srv, nil
 }
 
 // router builds the HTTP routes of the roles this process runs. Every
@@ -442,15 +440,9 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	if s.store != nil {
 		checks = append(checks,
 			httpapi.Check{Name: "clickhouse", Probe: s.store.Ping},
-			httpapi.Check{Name: "schema", Probe: func(ctx context.Context) error {
-				v, err := schema.Current(ctx, s.store)
-				if err == nil && v < schema.Latest() {
-					err = errors.New("not migrated")
-				}
-				return err
-			}})
+			httpapi.Check{Name: "schema", Probe: func(ctx context.Context) error { return schema.Ready(ctx, s.store) }})
 	}
-	httpapi.NewHealth(s.draining.Load, checks...).Register(r)
+	httpapi.NewHealth(s.draining, checks...).Register(r)
 
 	var edge *ingest.Edge
 	if s.roles["ingest"] {
@@ -477,8 +469,11 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 		alertAPI.Register(r)
 		s.validator = validate.New(validate.Config{DatabaseURL: s.flags.probe.DatabaseURL}, s.validateDeps(r), s.log)
 		s.validator.Register(r)
-		stats := &statsHandler{store: s.store, js: s.js, stream: s.flags.stream.IngestStream, edge: edge, agg: agg}
-		r.Handle(http.MethodGet, "/api/admin/system/stats", auth.ScopeAdmin, stats.serve)
+		st, err := stats.New(stats.Config{Stream: s.flags.stream.IngestStream}, s.store, s.js, statsEdge(edge), statsAggregator(agg))
+		if err != nil {
+			return nil, err
+		}
+		st.Register(r)
 	}
 	r.Handle(http.MethodGet, "/api/admin/openapi.json", auth.ScopeAdmin, func(c echo.Context) error {
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, httpapi.OpenAPI())
@@ -521,21 +516,6 @@ func (s *process) rateLimits(r *httpapi.Router) error {
 	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
 	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
 	return nil
-}
-
-// listen binds addr; if addr is the default and taken, a free port on the
-// same host is used instead.
-func listen(addr string, log zerolog.Logger) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err == nil {
-		return ln, nil
-	}
-	host, _, _ := net.SplitHostPort(addr)
-	if addr != "127.0.0.1:7480" {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	log.Warn().Str("wanted", addr).Msg("HTTP port taken; listening on a free port instead")
-	return net.Listen("tcp", net.JoinHostPort(host, "0"))
 }
 
 // tokenSet is the static-token authenticator, with the tokens generated for
@@ -605,11 +585,9 @@ See them stored:
 // acks), the embedded server, then ClickHouse.
 func (s *process) close() {
 	if s.nc != nil {
-		_ = s.nc.Drain()
-		for i := 0; i < 50 && !s.nc.IsClosed(); i++ {
-			time.Sleep(100 * time.Millisecond)
+		if err := stream.Drain(s.nc, 5*time.Second); err != nil {
+			s.log.Warn().Err(err).Msg("NATS connection closed without draining")
 		}
-		s.nc.Close()
 	}
 	if s.embedded != nil {
 		s.embedded.Shutdown()
@@ -681,70 +659,18 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-// statsHandler serves GET /api/admin/system/stats: what the pipeline holds
-// and has done, for operators and for checking that events arrived.
-type statsHandler struct {
-	store  *chstore.Store
-	js     jetstream.JetStream
-	stream string
-	edge   *ingest.Edge
-	agg    *aggregator.Aggregator
+// statsEdge is edge as stats sees it: nil when this process runs none.
+func statsEdge(edge *ingest.Edge) stats.Edge {
+	if edge == nil {
+		return nil
+	}
+	return edge
 }
 
-// StatsBody is the /api/admin/system/stats answer.
-type StatsBody struct {
-	RequestsStored uint64           `json:"requests_stored"`
-	Stream         StreamStats      `json:"stream"`
-	Ingest         *IngestStats     `json:"ingest,omitempty"`
-	Aggregator     *AggregatorStats `json:"aggregator,omitempty"`
-}
-
-// StreamStats describes the ingest stream's backlog.
-type StreamStats struct {
-	Messages uint64 `json:"messages"` // awaiting the aggregator
-	Bytes    uint64 `json:"bytes"`
-}
-
-// IngestStats are this process's edge counters.
-type IngestStats struct {
-	Accepted    uint64 `json:"events_accepted"`
-	Rejected    uint64 `json:"requests_rejected"`
-	Unavailable uint64 `json:"requests_unavailable"`
-}
-
-// AggregatorStats are this process's aggregator counters.
-type AggregatorStats struct {
-	Rows        uint64 `json:"rows_inserted"`
-	Batches     uint64 `json:"batches_inserted"`
-	DeadLetters uint64 `json:"dead_letters"`
-	Retries     uint64 `json:"insert_retries"`
-	Skipped     uint64 `json:"duplicate_rows_skipped"`
-}
-
-func (h *statsHandler) serve(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
-	defer cancel()
-	var body StatsBody
-	if err := h.store.QueryRow(ctx, "SELECT count() FROM "+h.store.T("requests"), &body.RequestsStored); err != nil {
-		return httpapi.Unavailable("the event store is unavailable", 5*time.Second)
+// statsAggregator is agg as stats sees it: nil when this process runs none.
+func statsAggregator(agg *aggregator.Aggregator) stats.Aggregator {
+	if agg == nil {
+		return nil
 	}
-	if h.js.Conn().Status() != nats.CONNECTED {
-		return httpapi.Unavailable("the event stream is unavailable", 5*time.Second)
-	}
-	st, err := h.js.Stream(ctx, h.stream)
-	if err != nil {
-		return httpapi.Unavailable("the event stream is unavailable", 5*time.Second)
-	}
-	info := st.CachedInfo()
-	body.Stream = StreamStats{Messages: info.State.Msgs, Bytes: info.State.Bytes}
-	if h.edge != nil {
-		s := h.edge.Stats()
-		body.Ingest = &IngestStats{Accepted: s.Accepted.Load(), Rejected: s.Rejected.Load(), Unavailable: s.Unavailable.Load()}
-	}
-	if h.agg != nil {
-		s := h.agg.Stats()
-		body.Aggregator = &AggregatorStats{Rows: s.Rows.Load(), Batches: s.Batches.Load(), DeadLetters: s.DeadLetters.Load(),
-			Retries: s.Retries.Load(), Skipped: h.agg.Skipped()}
-	}
-	return c.JSON(http.StatusOK, body)
+	return agg
 }

@@ -194,6 +194,38 @@ func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// Drain drains nc (its subscriptions stop taking messages and finish the
+// ones taken, pending publishes and acks are flushed) and returns once it
+// is closed. If that takes longer than timeout, or the connection is away
+// (reconnecting), it closes nc without draining and says so. A closed nc
+// is already drained. nc's closed handler, if any, still runs.
+func Drain(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	prev := nc.ClosedHandler()
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		close(closed)
+	})
+	switch err := nc.Drain(); {
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return nil
+	case err != nil:
+		nc.Close()
+		return fmt.Errorf("drain NATS connection: %w", err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-closed:
+		return nil
+	case <-t.C:
+		nc.Close()
+		return fmt.Errorf("drain NATS connection: not done within %s; closed", timeout)
+	}
+}
+
 // EmbeddedConfig configures the in-process NATS server.
 type EmbeddedConfig struct {
 	Listen   string // host:port; when the port is taken a free one is used

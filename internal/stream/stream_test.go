@@ -6,9 +6,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -134,4 +137,64 @@ func TestConfigValidate(t *testing.T) {
 	f(func(c *stream.Config) { c.MaxAge = time.Second })
 	f(func(c *stream.Config) { c.Replicas = 7 })
 	f(func(c *stream.Config) { c.DuplicateWindow = c.MaxAge + time.Hour })
+}
+
+// TestDrain: Drain returns once the messages a subscriber holds are
+// handled and the connection is closed; a connection that cannot drain in
+// time is closed anyway, with an error; a closed one is already drained.
+func TestDrain(t *testing.T) {
+	ns := testenv.NATS(t)
+	f := func(timeout time.Duration, release bool) (int32, bool, error) {
+		t.Helper()
+		nc, err := stream.Connect(ns.ClientURL(), "drain-test", zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		unblock := make(chan struct{})
+		var started sync.Once
+		inHandler := make(chan struct{})
+		var handled atomic.Int32
+		if _, err := nc.Subscribe("drain.test", func(*nats.Msg) {
+			started.Do(func() { close(inHandler) })
+			<-unblock
+			handled.Add(1)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := nc.Publish("drain.test", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-inHandler
+		if release {
+			// Unblock the handler once Drain is under way.
+			go func() {
+				for !nc.IsDraining() && !nc.IsClosed() {
+					time.Sleep(time.Millisecond)
+				}
+				close(unblock)
+			}()
+		} else {
+			defer close(unblock)
+		}
+		err = stream.Drain(nc, timeout)
+		return handled.Load(), nc.IsClosed(), err
+	}
+	if handled, closed, err := f(10*time.Second, true); err != nil || handled != 3 || !closed {
+		t.Errorf("drain of a busy subscriber: err %v, %d handled, closed %v; want nil, 3, true", err, handled, closed)
+	}
+	if _, closed, err := f(200*time.Millisecond, false); err == nil || !closed {
+		t.Errorf("drain of a stuck subscriber: err %v, closed %v; want an error and closed", err, closed)
+	}
+
+	nc, err := stream.Connect(ns.ClientURL(), "drain-test", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if err := stream.Drain(nc, time.Second); err != nil {
+		t.Errorf("drain of a closed connection: %v; want nil", err)
+	}
 }
