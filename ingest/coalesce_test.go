@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,4 +242,64 @@ func TestThrottle(t *testing.T) {
 			t.Fatalf("allow calls = %v; want %v", got, want)
 		}
 	}
+}
+
+// BenchmarkPublishSingles publishes b.N single events from 256 concurrent
+// callers through the edge's coalescer (edge log + ingest stream, each
+// answered after both acknowledgements) and, as the raw limit in the same
+// run, the same events with plain nats.go: one async JetStream publish per
+// event, all acknowledged. It reports both rates and their ratio.
+func BenchmarkPublishSingles(b *testing.B) {
+	const callers = 256
+	v := newEnv(b, nil, Config{CoalesceDelay: time.Millisecond}, stream.Config{MaxBytes: 8 << 30})
+	reqs := make([]event.Request, b.N)
+	for i := range reqs {
+		reqs[i] = want("bench", i)
+	}
+	run := func(publish func(i int) error) float64 {
+		b.Helper()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range callers {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= b.N {
+						return
+					}
+					if err := publish(i); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return float64(b.N) / time.Since(start).Seconds()
+	}
+	b.ResetTimer()
+	edge := run(func(i int) error { return v.edge.publishSingle(context.Background(), "web", reqs[i]) })
+	v.purge(b)
+	js, err := jetstream.New(v.nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := run(func(i int) error {
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: stream.SubjectEdgeRequests, Data: event.AppendBatch(nil, reqs[i:i+1]),
+			Header: nats.Header{jetstream.MsgIDHeader: []string{"raw-" + reqs[i].RequestID}}}, jetstream.WithStallWait(time.Minute))
+		if err != nil {
+			return err
+		}
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(edge, "edge_events/s")
+	b.ReportMetric(raw, "raw_publish_events/s")
+	b.ReportMetric(edge/raw, "ratio")
 }

@@ -4,6 +4,9 @@
 #   BenchmarkEndToEnd         NDJSON over HTTP -> JetStream -> aggregator -> ClickHouse server rows,
 #                             beside raw clickhouse-go inserts of the same rows (ratio)
 #   BenchmarkSingleEventPost  one-event POSTs answered after JetStream persisted them
+#   scripts/bench-http.sh     single-event POSTs with wrk at 256 and 10,000 connections: pulse beside a bare
+#                             echo handler (requests/s and peak RSS ratios), then exactly-once under wrk
+#   BenchmarkPublishSingles   (hot paths) the edge's coalesced publishing beside plain nats.go async publishes
 #   BenchmarkServeLatency     from the POST to the rows in ClickHouse and to the instant alert on NATS
 #                             (p50 and max ms; the figures TestServeEmbedded used to assert)
 #   query benchmarks          /system/performance 24h and 30d over BENCH_ROWS stored rows (default
@@ -27,6 +30,7 @@ events="${BENCH_EVENTS:-1000000}"
 echo "==> whole system (ClickHouse server $PULSE_TEST_CLICKHOUSE_DSN, $(nproc) cores)"
 go test -run '^$' -bench 'BenchmarkEndToEnd$' -benchtime "${events}x" -timeout 20m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
 go test -run '^$' -bench 'BenchmarkSingleEventPost$' -benchtime 20000x -timeout 10m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
+"$repo/scripts/bench-http.sh"
 go test -run '^$' -bench 'BenchmarkServeLatency$' -benchtime 20x -timeout 10m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
 
 echo "==> admin API over ${BENCH_ROWS:=10000000} rows"
