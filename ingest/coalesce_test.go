@@ -303,3 +303,35 @@ func BenchmarkPublishSingles(b *testing.B) {
 	b.ReportMetric(raw, "raw_publish_events/s")
 	b.ReportMetric(edge/raw, "ratio")
 }
+
+// A batch the ingest stream did not confirm in time is answered 503 with
+// "did not confirm"; the client's retry, once the stream is back, stores
+// the event once, from the batch the edge log holds.
+func TestCoalesceUnconfirmedThenRetried(t *testing.T) {
+	v := newEnv(t, nil, Config{CoalesceDelay: time.Millisecond, PublishTimeout: 300 * time.Millisecond}, stream.Config{})
+	v.accept(t, post{body: strings.NewReader(line("u", 0))}, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.js.DeleteStream(ctx, v.sc.IngestStream); err != nil {
+		t.Fatal(err)
+	}
+	// Something takes the ingest subject and never answers.
+	sub, err := v.nc.Subscribe(stream.SubjectEdgeRequests, func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := v.do(post{body: strings.NewReader(line("u", 1))})
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "did not confirm in time") {
+		t.Fatalf("unconfirmed publish: status %d, body %s; want 503 saying it did not confirm in time", rec.Code, rec.Body)
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Streams(t, v.js, v.sc)
+	for range 2 {
+		v.accept(t, post{body: strings.NewReader(line("u", 1))}, 1)
+	}
+	if got := v.stored(t); len(got) != 1 || got[0].RequestID != want("u", 1).RequestID {
+		t.Fatalf("stored %+v; want u-1 once", got)
+	}
+}

@@ -208,7 +208,11 @@ func (e *Edge) publishSingle(ctx context.Context, caller string, q event.Request
 		return err
 	}
 	b, retry := e.coalesce.add(caller, q)
-	if err := e.coalesce.wait(ctx, b, retry); err != nil {
+	// The batch may wait for a publishing slot before its own publish
+	// timeout starts; twice that timeout bounds the whole wait.
+	wctx, cancel = context.WithTimeout(ctx, 2*e.cfg.PublishTimeout)
+	defer cancel()
+	if err := e.coalesce.wait(wctx, b, retry); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
