@@ -1,6 +1,10 @@
 package schema
 
-import "time"
+import (
+	"time"
+
+	"github.com/wedsync/pulse/internal/chstore"
+)
 
 // Rollup is one of the request rollups of migration 0010: its table and
 // the width of its periods (start is aligned to multiples of it in Unix
@@ -82,4 +86,28 @@ func ceil(t time.Time, d time.Duration) time.Time {
 		return f.Add(d)
 	}
 	return f
+}
+
+// RecentMinutes is the window of whole minutes that reads the last d up to
+// now from the rollups: [to - d, to), where to is now rounded up to a whole
+// minute and d is rounded up to whole minutes. At 12:03:20 the last 5
+// minutes are 11:59-12:04, the last five minutes counting the current one
+// (4 minutes 20 seconds of them elapsed); at 12:03:00 they are 11:58-12:03,
+// the rows of raw requests in [now - d, now).
+func RecentMinutes(now time.Time, d time.Duration) (from, to time.Time) {
+	to = ceil(now, time.Minute)
+	return floor(to.Add(-d), time.Minute), to
+}
+
+// TileSelects are the queries of cols of the rows of the rollups that tile
+// [from, to) (see Tile) and match where (conditions, each after " AND ";
+// may be empty), one a span, to be joined by UNION ALL; table qualifies a
+// table name (chstore.Store.T).
+func TileSelects(table func(string) string, from, to time.Time, rollups []Rollup, cols, where string) []string {
+	var parts []string
+	for _, sp := range Tile(from, to, rollups...) {
+		parts = append(parts, "SELECT "+cols+" FROM "+table(sp.Rollup.Table)+
+			" WHERE start >= "+chstore.DateTime(sp.From)+" AND start < "+chstore.DateTime(sp.To)+where)
+	}
+	return parts
 }
