@@ -125,12 +125,7 @@ func newWindowQuery(s Querier, r *rules.Window, now time.Time) windowQuery {
 // endpoint, else by endpoint (sorted by endpoint when it filters one
 // endpoint), each read over the periods that tile the window.
 func rollupQuery(s Querier, r *rules.Window, now time.Time) windowQuery {
-	win := r.Window.D()
-	to := now.Truncate(time.Minute)
-	if to.Before(now) {
-		to = to.Add(time.Minute)
-	}
-	from := to.Add(-win).Truncate(time.Minute) // a window of whole minutes holds at least its length
+	from, to := schema.RecentMinutes(now, r.Window.D())
 	wq := windowQuery{groups: r.GroupBy, elapsed: now.Sub(from).Seconds(), window: to.Sub(from).Seconds()}
 	rollups := []schema.Rollup{schema.Service1h, schema.Service5m, schema.Service1m}
 	switch {
@@ -143,12 +138,8 @@ func rollupQuery(s Querier, r *rules.Window, now time.Time) windowQuery {
 	r.Filters.Each(func(name, v string) { filter = append(filter, " AND "+name+" = "+chstore.Quote(v)) })
 	// tiles selects the groups and the states of [a, b), with cur 1 or 0.
 	tiles := func(a, b time.Time, cur string) []string {
-		var parts []string
-		for _, sp := range schema.Tile(a, b, rollups...) {
-			parts = append(parts, "SELECT "+strings.Join(append(slices.Clone(r.GroupBy), cur+" AS cur", "requests", "errors_5xx", "duration_max", "latency"), ", ")+
-				" FROM "+s.T(sp.Rollup.Table)+" WHERE start >= "+chstore.DateTime(sp.From)+" AND start < "+chstore.DateTime(sp.To)+strings.Join(filter, ""))
-		}
-		return parts
+		cols := strings.Join(append(slices.Clone(r.GroupBy), cur+" AS cur", "requests", "errors_5xx", "duration_max", "latency"), ", ")
+		return schema.TileSelects(s.T, a, b, rollups, cols, strings.Join(filter, ""))
 	}
 	parts := tiles(from, to, "1")
 	count, value, x := "toUInt64(countMerge(requests))", "", "toFloat64(0)"

@@ -225,12 +225,8 @@ func timeRange(tcol string, from, to time.Time) string {
 // to) (see schema.Tile) and match filter (conditions, each after " AND "):
 // service, endpoint and their states, to be merged per endpoint.
 func (a *API) tiled(from, to time.Time, rollups []schema.Rollup, filter string) string {
-	var parts []string
-	for _, sp := range schema.Tile(from, to, rollups...) {
-		parts = append(parts, "SELECT service, endpoint, requests, errors_4xx, errors_5xx, duration_sum, duration_max, latency FROM "+
-			a.store.T(sp.Rollup.Table)+" WHERE "+timeRange("start", sp.From, sp.To)+filter)
-	}
-	return strings.Join(parts, " UNION ALL ")
+	return strings.Join(schema.TileSelects(a.store.T, from, to, rollups,
+		"service, endpoint, requests, errors_4xx, errors_5xx, duration_sum, duration_max, latency", filter), " UNION ALL ")
 }
 
 // bucketExpr is the start of the bucket of width w seconds holding tcol, as
