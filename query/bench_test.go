@@ -235,8 +235,10 @@ func loadBenchRows(b *testing.B, s *chstore.Store, n int, now time.Time) {
 // and the largest relative error of the summary's percentiles against it
 // (err_pct). Target: api_p99_ms under 100 everywhere, err_pct under 1.
 //
-// The rows live in the ClickHouse server database pulse_bench_query_<rate>,
-// kept between runs and generated again only when its row count differs.
+// The rows live in the ClickHouse server database pulse_bench_query_v2_<rate>,
+// kept between runs and generated again only when its row count differs
+// (v2: every minute holds every endpoint; the v1 databases tied endpoint to
+// second and can be dropped).
 //
 //	BENCH_RATE=10000 go test -run '^$' -bench 'PerformanceAtDensity' -benchtime 20x -tags chdb ./query
 func BenchmarkPerformanceAtDensity(b *testing.B) {
@@ -249,10 +251,10 @@ func BenchmarkPerformanceAtDensity(b *testing.B) {
 		rate = n
 	}
 	rows := uint64(rate) * 3600
-	dsn := testenv.ClickHouseDSN() + "/pulse_bench_query_" + strconv.Itoa(rate)
+	dsn := testenv.ClickHouseDSN() + "/" + benchDensityDB(rate)
 	s := openStore(b, dsn)
 	if testenv.Count(b, s, "SELECT count() FROM "+s.T("requests")) != rows {
-		if err := s.Exec(ctx(b), "DROP DATABASE IF EXISTS `pulse_bench_query_"+strconv.Itoa(rate)+"`"); err != nil {
+		if err := s.Exec(ctx(b), "DROP DATABASE IF EXISTS `"+benchDensityDB(rate)+"`"); err != nil {
 			b.Fatal(err)
 		}
 		s.Close()
@@ -304,3 +306,7 @@ func BenchmarkPerformanceAtDensity(b *testing.B) {
 		}
 	}
 }
+
+// benchDensityDB is the database of BenchmarkPerformanceAtDensity's rows at
+// rate requests a second.
+func benchDensityDB(rate int) string { return "pulse_bench_query_v2_" + strconv.Itoa(rate) }

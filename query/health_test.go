@@ -16,6 +16,7 @@ import (
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/testenv"
 	"github.com/wedsync/pulse/query"
+	"github.com/wedsync/pulse/schema"
 )
 
 const (
@@ -116,9 +117,11 @@ func currentRequests(now time.Time) []event.Request {
 		}
 		add(now.Add(-time.Duration(r.IntN(300))*time.Second), math.Round(math.Exp(math.Log(90)+0.8*r.NormFloat64())*16)/16, status)
 	}
-	add(now.Add(-300*time.Second), 99999, 500) // just outside
+	// The window is the minutes holding its end (schema.RecentMinutes).
+	from, to := schema.RecentMinutes(now, query.CurrentWindow)
+	add(from.Add(-time.Second), 99999, 500) // just outside
 	add(now.Add(-10*time.Minute), 99999, 500)
-	add(now.Add(time.Second), 99999, 500) // not yet
+	add(to, 99999, 500) // not yet: the next minute
 	return out
 }
 
@@ -126,12 +129,14 @@ func TestHealth(t *testing.T) {
 	now := testNow()
 	rows := healthDataset(now)
 	reqs := currentRequests(now)
-	// The expected current performance, from the requests in (now-5m, now].
+	// The expected current performance, from the requests of the minutes
+	// holding the window's end, [from, to): at 12:03:20, 11:59-12:04.
+	from, to := schema.RecentMinutes(now, query.CurrentWindow)
 	var in []float64
 	var e5 uint64
 	var sum float64
 	for _, q := range reqs {
-		if q.Timestamp.After(now.Add(-5*time.Minute)) && !q.Timestamp.After(now) {
+		if !q.Timestamp.Before(from) && q.Timestamp.Before(to) {
 			in = append(in, q.ResponseTimeMS)
 			sum += q.ResponseTimeMS
 			if q.StatusCode >= 500 {
@@ -142,7 +147,7 @@ func TestHealth(t *testing.T) {
 	slices.Sort(in)
 	avg, p95, errRate := sum/float64(len(in)), quantileExact(in, 0.95), float64(e5)/float64(len(in))
 	wantPerf := query.CurrentPerformance{WindowSeconds: 300, RequestCount: uint64(len(in)), AvgResponseTimeMS: &avg,
-		P95ResponseTimeMS: &p95, ErrorRate: &errRate, ThroughputRPS: float64(len(in)) / 300}
+		P95ResponseTimeMS: &p95, ErrorRate: &errRate, ThroughputRPS: float64(len(in)) / now.Sub(from).Seconds()}
 
 	ptr := func(v float64) *float64 { return &v }
 	tsp := func(d time.Duration) *time.Time { ts := now.Add(-d); return &ts }
@@ -203,6 +208,12 @@ func TestHealth(t *testing.T) {
 						want = append(want, components[n])
 					}
 					checkComponents(t, got.Components, want)
+					// P95 from the latency histogram: within 0.75% of exact.
+					if g := got.PerformanceMetrics.P95ResponseTimeMS; g == nil || math.Abs(*g-p95) > 0.0075*p95 {
+						t.Errorf("got performance_metrics p95 %v; want %v within 0.75%%", fmtPtr(g), p95)
+					} else {
+						wantPerf.P95ResponseTimeMS = g
+					}
 					if !reflect.DeepEqual(got.PerformanceMetrics, wantPerf) {
 						t.Errorf("got performance_metrics %s; want %s", js(got.PerformanceMetrics), js(wantPerf))
 					}

@@ -20,30 +20,33 @@ type timeframe struct {
 	name   string
 	span   time.Duration // window length
 	bucket time.Duration // series bucket width
-	source source        // where request figures come from
-	ttl    time.Duration // cache lifetime of an answer
+	source string        // the source an answer names: the width of the rollup periods its series read
+	// Series and summaries read the rollup by service (every endpoint of
+	// one or every service) or, for one endpoint, the rollup by endpoint,
+	// both of the bucket's period; the slowest endpoints read the rollups
+	// by endpoint that tile the window, coarsest first (see schema.Tile).
+	// Each answer merges states in number of buckets x services, buckets
+	// for one endpoint, or tiles x endpoints: never per request.
+	// With an endpoint filter, the slowest endpoints read the tiles of the
+	// rollups by endpoint sorted by endpoint (drillTiles) instead.
+	byService, byEndpoint schema.Rollup
+	tiles, drillTiles     []schema.Rollup
+	ttl                   time.Duration // cache lifetime of an answer
 }
-
-// source is a rollup of request figures whose periods are as wide as the
-// series buckets that read it, so that a bucket merges one state per
-// (service, endpoint) and the window is read from rows of its own time only
-// (rollups are sorted by time first): an answer costs what the number of
-// endpoints and buckets costs, not what the number of requests does.
-type source struct {
-	name, table string
-}
-
-var (
-	rollup1mSource = source{name: "rollup_1m", table: "requests_1m_hist"}
-	rollup5mSource = source{name: "rollup_5m", table: "requests_5m"}
-	rollup1hSource = source{name: "rollup_1h", table: "requests_1h"}
-)
 
 var timeframes = []timeframe{
-	{name: "1h", span: time.Hour, bucket: time.Minute, source: rollup1mSource, ttl: ttl1h},
-	{name: "24h", span: 24 * time.Hour, bucket: 5 * time.Minute, source: rollup5mSource, ttl: ttl24h},
-	{name: "7d", span: 7 * 24 * time.Hour, bucket: time.Hour, source: rollup1hSource, ttl: ttlLong},
-	{name: "30d", span: 30 * 24 * time.Hour, bucket: time.Hour, source: rollup1hSource, ttl: ttlLong},
+	{name: "1h", span: time.Hour, bucket: time.Minute, source: "rollup_1m", ttl: ttl1h,
+		byService: schema.Service1m, byEndpoint: schema.Drill1m, tiles: []schema.Rollup{schema.Endpoint1h, schema.Endpoint5m, schema.Endpoint1m},
+		drillTiles: []schema.Rollup{schema.Drill1h, schema.Drill5m, schema.Drill1m}},
+	{name: "24h", span: 24 * time.Hour, bucket: 5 * time.Minute, source: "rollup_5m", ttl: ttl24h,
+		byService: schema.Service5m, byEndpoint: schema.Drill5m, tiles: []schema.Rollup{schema.Endpoint1h, schema.Endpoint5m},
+		drillTiles: []schema.Rollup{schema.Drill1h, schema.Drill5m}},
+	{name: "7d", span: 7 * 24 * time.Hour, bucket: time.Hour, source: "rollup_1h", ttl: ttlLong,
+		byService: schema.Service1h, byEndpoint: schema.Drill1h, tiles: []schema.Rollup{schema.Endpoint1d, schema.Endpoint1h},
+		drillTiles: []schema.Rollup{schema.Drill1h}},
+	{name: "30d", span: 30 * 24 * time.Hour, bucket: time.Hour, source: "rollup_1h", ttl: ttlLong,
+		byService: schema.Service1h, byEndpoint: schema.Drill1h, tiles: []schema.Rollup{schema.Endpoint1d, schema.Endpoint1h},
+		drillTiles: []schema.Rollup{schema.Drill1h}},
 }
 
 func timeframeNamed(name string) timeframe {
@@ -218,6 +221,14 @@ func timeRange(tcol string, from, to time.Time) string {
 	return tcol + " >= " + chstore.DateTime(from) + " AND " + tcol + " < " + chstore.DateTime(to)
 }
 
+// tiled is a query of the rows of the rollups by endpoint that tile [from,
+// to) (see schema.Tile) and match filter (conditions, each after " AND "):
+// service, endpoint and their states, to be merged per endpoint.
+func (a *API) tiled(from, to time.Time, rollups []schema.Rollup, filter string) string {
+	return strings.Join(schema.TileSelects(a.store.T, from, to, rollups,
+		"service, endpoint, requests, errors_4xx, errors_5xx, duration_sum, duration_max, latency", filter), " UNION ALL ")
+}
+
 // bucketExpr is the start of the bucket of width w seconds holding tcol, as
 // Unix seconds (toStartOfInterval is missing from ClickHouse 18.16).
 func bucketExpr(tcol string, w int64) string {
@@ -235,15 +246,19 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 	resources := q.metric == "resource_usage" || q.metric == "" && q.service == "" && q.endpoint == ""
 	g, gctx := errgroup.WithContext(ctx)
 	if requests {
-		table := a.store.T(q.tf.source.table)
-		where := timeRange("start", from, to)
+		var filter string
 		if q.service != "" {
-			where += " AND service = " + chstore.Quote(q.service)
+			filter += " AND service = " + chstore.Quote(q.service)
 		}
 		if q.endpoint != "" {
-			where += " AND endpoint = " + chstore.Quote(q.endpoint)
+			filter += " AND endpoint = " + chstore.Quote(q.endpoint)
 		}
-		resp.Source, resp.PercentileMethod = q.tf.source.name, "histogram"
+		rollup, tiles := q.tf.byService, q.tf.tiles
+		if q.endpoint != "" {
+			rollup, tiles = q.tf.byEndpoint, q.tf.drillTiles
+		}
+		table, where := a.store.T(rollup.Table), timeRange("start", from, to)+filter
+		resp.Source, resp.PercentileMethod = q.tf.source, "histogram"
 		resp.ErrorRateDefinition = ErrorRateDefinition
 		g.Go(func() error {
 			sql := "SELECT " + bucketExpr("start", w) + " AS b, " + rollupAggs + " FROM " + table + " WHERE " + where + " GROUP BY b ORDER BY b"
@@ -280,7 +295,7 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 			if q.limit == 0 {
 				return nil
 			}
-			sql := "SELECT service, endpoint, " + rollupAggs + " FROM " + table + " WHERE " + where +
+			sql := "SELECT service, endpoint, " + rollupAggs + " FROM (" + a.tiled(from, to, tiles, filter) + ")" +
 				" GROUP BY service, endpoint ORDER BY q[2] DESC, service, endpoint LIMIT " + strconv.Itoa(q.limit)
 			var svc, ep string
 			var r aggRow

@@ -12,11 +12,15 @@
 //   - error_rate is the share of 5xx responses (server failures); error_rate_4xx
 //     and error_rate_5xx are given beside it, and error_rate_definition says so.
 //   - /performance reads rollups, never raw request rows, so that its cost
-//     grows with the number of endpoints and buckets, not of requests: the
-//     1-minute rollup for 1h (1-minute buckets), the 5-minute one for 24h
-//     (5-minute buckets) and the 1-hour one for 7d and 30d (1-hour
-//     buckets); each bucket merges one state per service and endpoint, and
-//     source names the rollup. Counts, error rates, sums and maxima are
+//     grows with the number of services, endpoints and buckets, not of
+//     requests: 1-minute rollups for 1h (1-minute buckets), 5-minute ones
+//     for 24h (5-minute buckets) and 1-hour ones for 7d and 30d (1-hour
+//     buckets); source names the period. Series and summary merge one
+//     state per bucket and service (requests_*_svc), or per bucket of the
+//     one endpoint asked for (requests_*_drill); the slowest endpoints merge
+//     per endpoint the coarsest periods that tile the window
+//     (requests_*_ep, schema.Tile: an hour ending at 12:01 is 11:01-11:05
+//     and 12:00-12:01 in minutes and 11:05-12:00 in 5 minutes). Counts, error rates, sums and maxima are
 //     exact. Percentiles come from latency histograms of bins 1.5% wide
 //     (see schema.LatencyMS): the bin holding the exact percentile, read as
 //     its middle and capped at the maximum, within 0.75% of exact for any

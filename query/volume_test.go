@@ -16,7 +16,9 @@ import (
 // Generated traffic: volumeEndpoints endpoints, endpoint k of service api
 // when k%4 == 0 and of web otherwise (web serves three quarters of the
 // requests), lognormal latencies with median 20+k ms and sigma 0.7, 1% 503
-// and 3% 404.
+// and 3% 404. Each request's endpoint is drawn by a hash of its number,
+// independently of its second, so that every minute holds every endpoint,
+// as real traffic does.
 const volumeEndpoints = 200
 
 // generateRequests inserts n requests through the real schema (so that the
@@ -31,9 +33,9 @@ func generateRequests(t testing.TB, s *chstore.Store, n int, from, to time.Time)
 	u1 := "((intHash32(k) + 0.5) / 4294967296)"
 	u2 := "((intHash32(k + 1000000007) + 0.5) / 4294967296)"
 	cols := "toDateTime(" + strconv.FormatInt(from.Unix(), 10) + " + k % " + secs + "), " +
-		"if(k % 4 = 0, 'api', 'web'), concat('/api/route', toString(k % " + eps + ")), 'GET', " +
+		"if(e % 4 = 0, 'api', 'web'), concat('/api/route', toString(e)), 'GET', " +
 		"toUInt16(multiIf(intHash32(k + 7) % 100 = 0, 503, intHash32(k + 7) % 100 < 4, 404, 200)), " +
-		"exp(log(20 + k % " + eps + ") + 0.7 * sqrt(-2 * log(" + u1 + ")) * cos(2 * pi() * " + u2 + ")), " +
+		"exp(log(20 + e) + 0.7 * sqrt(-2 * log(" + u1 + ")) * cos(2 * pi() * " + u2 + ")), " +
 		"toUUID('00000000-0000-0000-0000-000000000000'), '', toString(k), k + 1, toUInt32(0)"
 	start := time.Now()
 	// In statements of at most 4 million rows, each well within the
@@ -42,7 +44,7 @@ func generateRequests(t testing.TB, s *chstore.Store, n int, from, to time.Time)
 	for lo := 0; lo < n; lo += chunk {
 		sql := "INSERT INTO " + s.T("requests") +
 			" (ts, service, endpoint, method, status_code, response_time_ms, user_id, error_message, request_id, stream_seq, seq_idx)" +
-			" SELECT " + cols + " FROM (SELECT number + " + strconv.Itoa(lo) + " AS k FROM numbers(" + strconv.Itoa(min(chunk, n-lo)) + "))"
+			" SELECT " + cols + " FROM (SELECT number + " + strconv.Itoa(lo) + " AS k, intHash32(k + 3) % " + eps + " AS e FROM numbers(" + strconv.Itoa(min(chunk, n-lo)) + "))"
 		if err := s.Exec(testCtx(t, 5*time.Minute), sql); err != nil {
 			t.Fatalf("generate requests %d-%d: %v", lo, min(lo+chunk, n), err)
 		}

@@ -2,8 +2,8 @@ package schema
 
 import "math"
 
-// The latency column of the rollups requests_1m_hist, requests_5m and
-// requests_1h is a
+// The latency column of the rollups requests_1m_hist, requests_5m,
+// requests_1h and the _svc and _ep rollups of migration 0010 is a
 // histogram of response times in bins 1.5% wide on a log scale, kept as a
 // quantilesTiming state of each request's bin code; migration 0005 defines
 // the bins and codes. Merging such states costs a fraction of merging

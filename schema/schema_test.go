@@ -63,7 +63,8 @@ func TestMigrations(t *testing.T) {
 // database, leaving it as a fresh one.
 func empty(t *testing.T, s *chstore.Store) {
 	t.Helper()
-	for _, table := range []string{"requests_1m_hist_mv", "requests_1m_hist", "requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m",
+	for _, table := range []string{"requests_1m_svc_mv", "requests_1m_svc", "requests_1m_drill_mv", "requests_1m_drill", "requests_1m_ep_mv", "requests_1m_ep", "requests_5m_svc_mv", "requests_5m_svc", "requests_5m_drill_mv", "requests_5m_drill", "requests_5m_ep_mv", "requests_5m_ep", "requests_1h_svc_mv", "requests_1h_svc", "requests_1h_drill_mv", "requests_1h_drill", "requests_1h_ep_mv", "requests_1h_ep", "requests_1d_ep_mv", "requests_1d_ep",
+		"requests_1m_hist_mv", "requests_1m_hist", "requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m",
 		"requests_1m_mv", "requests_1m", "requests", "resources", "health_checks", "schema_migrations"} {
 		if err := s.Exec(ctx(t), "DROP TABLE IF EXISTS "+s.T(table)); err != nil {
 			t.Fatalf("drop %s: %v", table, err)
@@ -102,23 +103,43 @@ func TestMigrate(t *testing.T) {
 		all = append(all, m.Version)
 	}
 	wantTables := map[string]string{
-		"requests":            "MergeTree",
-		"requests_1m":         "AggregatingMergeTree",
-		"requests_1m_mv":      "MaterializedView",
-		"requests_5m":         "AggregatingMergeTree",
-		"requests_5m_mv":      "MaterializedView",
-		"requests_1h":         "AggregatingMergeTree",
-		"requests_1h_mv":      "MaterializedView",
-		"requests_1m_hist":    "AggregatingMergeTree",
-		"requests_1m_hist_mv": "MaterializedView",
-		"validation_runs":     "MergeTree",
-		"audit_log":           "MergeTree",
-		"alerts":              "MergeTree",
-		"schema_migrations":   "MergeTree",
-		"resources":           "MergeTree",
-		"health_checks":       "MergeTree",
+		"requests":             "MergeTree",
+		"requests_1m":          "AggregatingMergeTree",
+		"requests_1m_mv":       "MaterializedView",
+		"requests_5m":          "AggregatingMergeTree",
+		"requests_5m_mv":       "MaterializedView",
+		"requests_1h":          "AggregatingMergeTree",
+		"requests_1h_mv":       "MaterializedView",
+		"requests_1m_hist":     "AggregatingMergeTree",
+		"requests_1m_hist_mv":  "MaterializedView",
+		"requests_1m_svc":      "AggregatingMergeTree",
+		"requests_1m_svc_mv":   "MaterializedView",
+		"requests_1m_drill":    "AggregatingMergeTree",
+		"requests_1m_drill_mv": "MaterializedView",
+		"requests_1m_ep":       "AggregatingMergeTree",
+		"requests_1m_ep_mv":    "MaterializedView",
+		"requests_5m_svc":      "AggregatingMergeTree",
+		"requests_5m_svc_mv":   "MaterializedView",
+		"requests_5m_drill":    "AggregatingMergeTree",
+		"requests_5m_drill_mv": "MaterializedView",
+		"requests_5m_ep":       "AggregatingMergeTree",
+		"requests_5m_ep_mv":    "MaterializedView",
+		"requests_1h_svc":      "AggregatingMergeTree",
+		"requests_1h_svc_mv":   "MaterializedView",
+		"requests_1h_drill":    "AggregatingMergeTree",
+		"requests_1h_drill_mv": "MaterializedView",
+		"requests_1h_ep":       "AggregatingMergeTree",
+		"requests_1h_ep_mv":    "MaterializedView",
+		"requests_1d_ep":       "AggregatingMergeTree",
+		"requests_1d_ep_mv":    "MaterializedView",
+		"validation_runs":      "MergeTree",
+		"audit_log":            "MergeTree",
+		"alerts":               "MergeTree",
+		"schema_migrations":    "MergeTree",
+		"resources":            "MergeTree",
+		"health_checks":        "MergeTree",
 	}
-	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h,validation,alerts,requests_1m_hist"
+	const wantNames = "requests,requests_1m,resources,health_checks,requests_5m,requests_1h,validation,alerts,requests_1m_hist,requests_svc_ep"
 	for name, s := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
 			c := ctx(t)
@@ -223,7 +244,8 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := ctx(t)
 			// The database as the migrations before 0005 left it.
-			for _, table := range []string{"requests_1m_hist_mv", "requests_1m_hist", "requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "schema_migrations"} {
+			for _, table := range []string{"requests_1m_svc_mv", "requests_1m_svc", "requests_1m_drill_mv", "requests_1m_drill", "requests_1m_ep_mv", "requests_1m_ep", "requests_5m_svc_mv", "requests_5m_svc", "requests_5m_drill_mv", "requests_5m_drill", "requests_5m_ep_mv", "requests_5m_ep", "requests_1h_svc_mv", "requests_1h_svc", "requests_1h_drill_mv", "requests_1h_drill", "requests_1h_ep_mv", "requests_1h_ep", "requests_1d_ep_mv", "requests_1d_ep",
+				"requests_1m_hist_mv", "requests_1m_hist", "requests_1h_mv", "requests_1h", "requests_5m_mv", "requests_5m", "schema_migrations"} {
 				if err := s.Exec(c, "DROP TABLE "+s.T(table)); err != nil {
 					t.Fatal(err)
 				}
@@ -236,7 +258,9 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 				if _, err := schema.Migrate(c, s); err != nil {
 					t.Fatal(err)
 				}
-				if got, want := counts(t, s), []uint64{7, 3, 5, 6}; !slices.Equal(got, want) {
+				// The rollups of 0010 hold what the rollup of their period
+				// held (requests_1d_ep: requests_1h's).
+				if got, want := counts(t, s), []uint64{7, 3, 5, 6, 3, 3, 3, 5, 5, 5, 6, 6, 6, 6}; !slices.Equal(got, want) {
 					t.Errorf("after Migrate: got %v requests in %v; want %v", got, rollups, want)
 				}
 				if err := s.Exec(c, "DROP TABLE "+s.T("schema_migrations")); err != nil {
@@ -246,7 +270,7 @@ func TestMigrateBackfillsRollups(t *testing.T) {
 			// The views add every request inserted from then on, however old,
 			// and their states merge with the backfilled ones.
 			insertAt(t, s, hour.Add(-2*time.Hour+14*time.Minute), hour.Add(-10*24*time.Hour+10*time.Minute))
-			if got, want := counts(t, s), []uint64{9, 5, 7, 8}; !slices.Equal(got, want) {
+			if got, want := counts(t, s), []uint64{9, 5, 7, 8, 5, 5, 5, 7, 7, 7, 8, 8, 8, 8}; !slices.Equal(got, want) {
 				t.Errorf("after more inserts: got %v requests in %v; want %v", got, rollups, want)
 			}
 			type bucket struct {
@@ -338,7 +362,8 @@ func insertAt(t *testing.T, s *chstore.Store, ts ...time.Time) {
 
 // rollups are the rollup tables, in the order retention handles them. Every
 // request lands in each of them.
-var rollups = []string{"requests_1m", "requests_1m_hist", "requests_5m", "requests_1h"}
+var rollups = []string{"requests_1m", "requests_1m_hist", "requests_5m", "requests_1h",
+	"requests_1m_svc", "requests_1m_drill", "requests_1m_ep", "requests_5m_svc", "requests_5m_drill", "requests_5m_ep", "requests_1h_svc", "requests_1h_drill", "requests_1h_ep", "requests_1d_ep"}
 
 // everyRollup replaces each "requests_1m/partition" of want with that
 // partition of every rollup table, in the order of rollups.
@@ -547,11 +572,21 @@ func TestApplyTTL(t *testing.T) {
 				t.Fatalf("ApplyTTL %+v: %v", tt.r, err)
 			}
 			wants := map[string]string{
-				"requests":         "TTL ts + " + tt.raw,
-				"requests_1m":      "TTL minute + " + tt.rollup,
-				"requests_1m_hist": "TTL start + " + tt.rollup,
-				"requests_5m":      "TTL start + " + tt.rollup,
-				"requests_1h":      "TTL start + " + tt.rollup,
+				"requests":          "TTL ts + " + tt.raw,
+				"requests_1m":       "TTL minute + " + tt.rollup,
+				"requests_1m_hist":  "TTL start + " + tt.rollup,
+				"requests_5m":       "TTL start + " + tt.rollup,
+				"requests_1h":       "TTL start + " + tt.rollup,
+				"requests_1m_svc":   "TTL start + " + tt.rollup,
+				"requests_1m_drill": "TTL start + " + tt.rollup,
+				"requests_1m_ep":    "TTL start + " + tt.rollup,
+				"requests_5m_svc":   "TTL start + " + tt.rollup,
+				"requests_5m_drill": "TTL start + " + tt.rollup,
+				"requests_5m_ep":    "TTL start + " + tt.rollup,
+				"requests_1h_svc":   "TTL start + " + tt.rollup,
+				"requests_1h_drill": "TTL start + " + tt.rollup,
+				"requests_1h_ep":    "TTL start + " + tt.rollup,
+				"requests_1d_ep":    "TTL start + " + tt.rollup,
 			}
 			for table, want := range wants {
 				if got := engineFull(t, s, table); !strings.Contains(got, want) || strings.Count(got, " TTL ") != 1 {
@@ -706,7 +741,8 @@ func TestRollupAccuracy(t *testing.T) {
 			// The histogram rollups; n * level is a whole number at every
 			// level, where quantilesTiming alone would pick one rank lower
 			// than quantileExact.
-			for _, table := range []string{"requests_1m_hist", "requests_5m", "requests_1h"} {
+			for _, table := range []string{"requests_1m_hist", "requests_5m", "requests_1h",
+				"requests_1m_svc", "requests_1m_drill", "requests_1m_ep", "requests_5m_svc", "requests_5m_drill", "requests_5m_ep", "requests_1h_svc", "requests_1h_drill", "requests_1h_ep", "requests_1d_ep"} {
 				var count, e4, e5 uint64
 				var sum, maxD float64
 				var bins []float64
@@ -788,7 +824,8 @@ func TestLatencyBins(t *testing.T) {
 			if err := s.Insert(c, "", "requests", requestColumns(ts, values, status)); err != nil {
 				t.Fatal(err)
 			}
-			for _, table := range []string{"requests_1m_hist", "requests_5m", "requests_1h"} {
+			for _, table := range []string{"requests_1m_hist", "requests_5m", "requests_1h",
+				"requests_1m_svc", "requests_1m_drill", "requests_1m_ep", "requests_5m_svc", "requests_5m_drill", "requests_5m_ep", "requests_1h_svc", "requests_1h_drill", "requests_1h_ep"} { // not requests_1d_ep: a day is 24 of these requests
 				rows, err := s.Query(c, "SELECT start, "+schema.LatencyQuantiles+" FROM "+s.T(table)+" GROUP BY start ORDER BY start")
 				if err != nil {
 					t.Fatal(err)

@@ -14,7 +14,7 @@
 #                             ClickHouse quantile query over the same rows; cached /system/health p99
 #   PerformanceAtDensity      every admin trend view (1h/24h/7d/30d; all, per service, per endpoint)
 #                             uncached over an hour at BENCH_RATE requests/s (default 10000: 36M rows,
-#                             generated server-side once, kept in pulse_bench_query_<rate>), p50/p99 beside
+#                             generated server-side once, kept in pulse_bench_query_v2_<rate>), p50/p99 beside
 #                             the raw exact quantile query over the same rows, with the percentiles' error
 #   BenchmarkAlertLatency     event observed -> alert on NATS, p50 and p99 over 1,000 triggering events
 # BENCH_EVENTS (default 1000000) sets the end-to-end event count.

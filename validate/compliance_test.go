@@ -149,7 +149,7 @@ func TestComplianceEvidence(t *testing.T) {
 		"sox.access_control":           "route GET /api/admin/architecture/history",
 		"pci.no_card_data_exposed":     "public.payments: Table public.payments holds payment-card-like columns (card_number, cvv)",
 		"pci.tls":                      "url public: The public URL does not use TLS",
-		"wedding_standards.p95":        "P95 900 ms over 200 requests",
+		"wedding_standards.p95":        "P95 895 ms over 200 requests", // 900 ms read from the rollups' latency histogram (within 0.75%)
 		"wedding_standards.error_rate": "2.50% of 200 requests",
 		"wedding_standards.capacity":   "memory on web-1 is at 90%",
 	} {
@@ -199,8 +199,10 @@ func TestComplianceWithoutDependencies(t *testing.T) {
 	if c := rep.Frameworks[0].Controls[0]; c.Status != "fail" || !strings.Contains(c.Evidence[0], "No requests were recorded") {
 		t.Errorf("no traffic: %+v", c)
 	}
-	if err := quiet.Exec(context.Background(), "DROP TABLE "+quiet.T("requests")); err != nil {
-		t.Fatal(err)
+	for _, table := range []string{"requests", "requests_1m_svc", "requests_5m_svc", "requests_1h_svc"} { // API figures read the rollups
+		if err := quiet.Exec(context.Background(), "DROP TABLE "+quiet.T(table)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rep = validator(t, Config{}, Deps{Metrics: probe.StoreMetrics{Store: quiet}}).Compliance(context.Background(), "wedding_standards", true)
 	if c := rep.Frameworks[0].Controls[1]; c.Status != "fail" || !strings.Contains(c.Evidence[0], "cannot be read") {

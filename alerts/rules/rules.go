@@ -42,8 +42,11 @@ var Severities = []string{SeverityInfo, SeverityWarning, SeverityCritical, Sever
 
 // Metrics of window and scaling rules.
 const (
-	// MetricP50, MetricP95 and MetricP99 are exact quantiles of
-	// response_time_ms over the window's requests, in milliseconds.
+	// MetricP50, MetricP95 and MetricP99 are quantiles of
+	// response_time_ms over the window's requests, in milliseconds: exact
+	// for windows under 5 minutes (raw requests), within 0.75% from the
+	// rollups' latency histograms for longer ones (see alerts.windowQuery
+	// for how such a window aligns to whole minutes).
 	MetricP50 = "p50_ms"
 	MetricP95 = "p95_ms"
 	MetricP99 = "p99_ms"
