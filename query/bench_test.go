@@ -68,12 +68,12 @@ func benchPerformance(b *testing.B, tf string) {
 	var took []time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		r := get(b, e, target, adminToken)
+		r := testenv.Get(b, e, target, adminToken)
 		took = append(took, time.Since(t0))
-		if r.status != http.StatusOK {
-			b.Fatalf("got %d: %s", r.status, r.body)
+		if r.Status != http.StatusOK {
+			b.Fatalf("got %d: %s", r.Status, r.Body)
 		}
-		body = len(r.body)
+		body = len(r.Body)
 	}
 	apiMS := ms(mean(took))
 	b.ReportMetric(apiMS, "api_ms/op")
@@ -99,20 +99,20 @@ func BenchmarkHealthCached(b *testing.B) {
 		cache.NewMemory(cache.MemoryConfig{}))
 	const target = "/api/admin/system/health?detailed=true"
 	t0 := time.Now()
-	if r := get(b, e, target, adminToken); r.status != http.StatusOK || r.header.Get("X-Cache") != "miss" {
-		b.Fatalf("first answer: got %d, X-Cache %q: %s; want 200, a miss", r.status, r.header.Get("X-Cache"), r.body)
+	if r := testenv.Get(b, e, target, adminToken); r.Status != http.StatusOK || r.Header.Get("X-Cache") != "miss" {
+		b.Fatalf("first answer: got %d, X-Cache %q: %s; want 200, a miss", r.Status, r.Header.Get("X-Cache"), r.Body)
 	}
 	miss := time.Since(t0)
 	var body int
 	var took []time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		r := get(b, e, target, adminToken)
+		r := testenv.Get(b, e, target, adminToken)
 		took = append(took, time.Since(t0))
-		if r.status != http.StatusOK {
-			b.Fatalf("got %d: %s", r.status, r.body)
+		if r.Status != http.StatusOK {
+			b.Fatalf("got %d: %s", r.Status, r.Body)
 		}
-		body = len(r.body)
+		body = len(r.Body)
 	}
 	if st := api.CacheStats(); st.Misses != 1 || st.Hits != uint64(len(took)) {
 		b.Fatalf("got %d hits, %d misses; want %d hits and the first answer's miss", st.Hits, st.Misses, len(took))
@@ -289,12 +289,12 @@ func BenchmarkPerformanceAtDensity(b *testing.B) {
 				var took []time.Duration
 				for b.Loop() {
 					t0 := time.Now()
-					r := get(b, e, target, adminToken)
+					r := testenv.Get(b, e, target, adminToken)
 					took = append(took, time.Since(t0))
-					if r.status != http.StatusOK {
-						b.Fatalf("got %d: %s", r.status, r.body)
+					if r.Status != http.StatusOK {
+						b.Fatalf("got %d: %s", r.Status, r.Body)
 					}
-					body = len(r.body)
+					body = len(r.Body)
 				}
 				b.ReportMetric(ms(percentile(took, 0.5)), "api_p50_ms")
 				b.ReportMetric(ms(percentile(took, 0.99)), "api_p99_ms")

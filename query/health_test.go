@@ -247,8 +247,8 @@ func TestHealth(t *testing.T) {
 					}
 				}
 				for _, secret := range []string{"hunter2", "10.0.0.5", "db.internal", "payments.internal", "smtp.internal", "sk_live", "postgres://"} {
-					if bytes.Contains(r.body, []byte(secret)) {
-						t.Errorf("the answer holds %q: %s", secret, r.body)
+					if bytes.Contains(r.Body, []byte(secret)) {
+						t.Errorf("the answer holds %q: %s", secret, r.Body)
 					}
 				}
 			})
@@ -330,11 +330,11 @@ func TestHealthCache(t *testing.T) {
 				t.Helper()
 				var got query.HealthResponse
 				r := getJSON(t, e, "/api/admin/system/health?component=database", &got)
-				if got.Components[0].Status != want || r.header.Get("X-Cache") != wantCache {
+				if got.Components[0].Status != want || r.Header.Get("X-Cache") != wantCache {
 					t.Errorf("at %v: got status %q (X-Cache %q); want %q (%q)", clk.Now().Sub(now), got.Components[0].Status,
-						r.header.Get("X-Cache"), want, wantCache)
+						r.Header.Get("X-Cache"), want, wantCache)
 				}
-				return r.body
+				return r.Body
 			}
 			first := status("healthy", "miss")
 			// A new probe result arrives; within 30 s the cached answer stands.
@@ -353,8 +353,8 @@ func TestHealthCache(t *testing.T) {
 			status("critical", "miss")
 			// Another query is another key.
 			var got query.HealthResponse
-			if r := getJSON(t, e, "/api/admin/system/health?component=database&detailed=true", &got); r.header.Get("X-Cache") != "miss" {
-				t.Errorf("detailed answer: got X-Cache %q; want miss", r.header.Get("X-Cache"))
+			if r := getJSON(t, e, "/api/admin/system/health?component=database&detailed=true", &got); r.Header.Get("X-Cache") != "miss" {
+				t.Errorf("detailed answer: got X-Cache %q; want miss", r.Header.Get("X-Cache"))
 			}
 			for key, ttl := range cache.ttls {
 				if ttl != 30*time.Second {
@@ -366,27 +366,27 @@ func TestHealthCache(t *testing.T) {
 			for tf, ttl := range map[string]time.Duration{"1h": 10 * time.Second, "24h": 30 * time.Second, "7d": time.Minute, "30d": time.Minute} {
 				target := "/api/admin/system/performance?timeframe=" + tf + "&service=web"
 				var p query.PerformanceResponse
-				if r := getJSON(t, e, target, &p); r.header.Get("X-Cache") != "miss" {
-					t.Errorf("%s: got X-Cache %q; want miss", target, r.header.Get("X-Cache"))
+				if r := getJSON(t, e, target, &p); r.Header.Get("X-Cache") != "miss" {
+					t.Errorf("%s: got X-Cache %q; want miss", target, r.Header.Get("X-Cache"))
 				}
 				if cache.lastTTL != ttl {
 					t.Errorf("%s: got TTL %v; want %v", target, cache.lastTTL, ttl)
 				}
 				// The same query, written differently, is the same key.
 				same := "/api/admin/system/performance?service=web&timeframe=" + tf
-				if r := getJSON(t, e, same, &p); r.header.Get("X-Cache") != "hit" {
-					t.Errorf("%s: got X-Cache %q; want hit", same, r.header.Get("X-Cache"))
+				if r := getJSON(t, e, same, &p); r.Header.Get("X-Cache") != "hit" {
+					t.Errorf("%s: got X-Cache %q; want hit", same, r.Header.Get("X-Cache"))
 				}
 			}
 			// No timeframe is 24h; an empty service is none.
 			var p query.PerformanceResponse
-			if r := getJSON(t, e, "/api/admin/system/performance?service=web", &p); r.header.Get("X-Cache") != "hit" {
-				t.Errorf("default timeframe: got X-Cache %q; want hit", r.header.Get("X-Cache"))
+			if r := getJSON(t, e, "/api/admin/system/performance?service=web", &p); r.Header.Get("X-Cache") != "hit" {
+				t.Errorf("default timeframe: got X-Cache %q; want hit", r.Header.Get("X-Cache"))
 			}
 			clk.Advance(11 * time.Second)
 			for tf, want := range map[string]string{"1h": "miss", "24h": "hit", "30d": "hit"} {
-				if r := getJSON(t, e, "/api/admin/system/performance?service=web&timeframe="+tf, &p); r.header.Get("X-Cache") != want {
-					t.Errorf("%s after 11s: got X-Cache %q; want %s", tf, r.header.Get("X-Cache"), want)
+				if r := getJSON(t, e, "/api/admin/system/performance?service=web&timeframe="+tf, &p); r.Header.Get("X-Cache") != want {
+					t.Errorf("%s after 11s: got X-Cache %q; want %s", tf, r.Header.Get("X-Cache"), want)
 				}
 			}
 		})
@@ -406,7 +406,7 @@ func TestConcurrent(t *testing.T) {
 			targets := []string{"/api/admin/system/health", "/api/admin/system/performance?timeframe=1h", "/api/admin/system/resources"}
 			want := map[string][]byte{}
 			for _, target := range targets {
-				want[target] = get(t, plain, target, adminToken).body
+				want[target] = testenv.Get(t, plain, target, adminToken).Body
 			}
 			var wg sync.WaitGroup
 			errs := make(chan string, 100)
@@ -417,9 +417,9 @@ func TestConcurrent(t *testing.T) {
 						e = plain
 					}
 					for _, target := range targets {
-						r := get(t, e, target, adminToken)
-						if r.status != http.StatusOK || !bytes.Equal(r.body, want[target]) {
-							errs <- fmt.Sprintf("%s: got %d, %d bytes; want 200 and the same answer", target, r.status, len(r.body))
+						r := testenv.Get(t, e, target, adminToken)
+						if r.Status != http.StatusOK || !bytes.Equal(r.Body, want[target]) {
+							errs <- fmt.Sprintf("%s: got %d, %d bytes; want 200 and the same answer", target, r.Status, len(r.Body))
 						}
 					}
 				})

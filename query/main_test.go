@@ -3,9 +3,7 @@ package query_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -119,34 +117,15 @@ func newServer(t testing.TB, cfg query.Config, store *chstore.Store, cache query
 	return e, api
 }
 
-// response is an answer as a client sees it.
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func get(t testing.TB, e *echo.Echo, target, token string) response {
-	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, target, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, req)
-	body, _ := io.ReadAll(rec.Result().Body)
-	return response{status: rec.Code, header: rec.Header(), body: body}
-}
-
 // getJSON fetches target as admin, wants 200, and decodes the answer into v.
-func getJSON(t testing.TB, e *echo.Echo, target string, v any) response {
+func getJSON(t testing.TB, e *echo.Echo, target string, v any) testenv.Response {
 	t.Helper()
-	r := get(t, e, target, adminToken)
-	if r.status != http.StatusOK {
-		t.Fatalf("GET %s: got status %d, body %s; want 200", target, r.status, r.body)
+	r := testenv.Get(t, e, target, adminToken)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s: got status %d, body %s; want 200", target, r.Status, r.Body)
 	}
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("GET %s: decode %s: %v", target, r.body, err)
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("GET %s: decode %s: %v", target, r.Body, err)
 	}
 	return r
 }

@@ -3,7 +3,6 @@ package query
 import (
 	"regexp"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/httpapi"
@@ -55,21 +54,9 @@ func (p params) endpoint(name string) string {
 	case len(v) > event.MaxEndpointLen:
 		p.Bad(name, "must be at most "+strconv.Itoa(event.MaxEndpointLen)+" bytes")
 		return ""
-	case !printable(v):
+	case !event.Printable(v):
 		p.Bad(name, "must be printable UTF-8 without control characters")
 		return ""
 	}
 	return event.NormalizeEndpoint(v)
-}
-
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }

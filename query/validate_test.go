@@ -3,7 +3,6 @@ package query_test
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,24 +74,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {
-			r := get(t, e, tt.target, adminToken)
-			if r.status != http.StatusBadRequest {
-				t.Fatalf("got status %d, body %s; want 400", r.status, r.body)
-			}
-			var body httpapi.ErrorBody
-			if err := json.Unmarshal(r.body, &body); err != nil {
-				t.Fatalf("decode %s: %v", r.body, err)
-			}
-			var fields []string
-			for _, d := range body.Details {
-				fields = append(fields, d.Field)
-				if d.Message == "" {
-					t.Errorf("field %s: got no message", d.Field)
-				}
-			}
-			if body.Error != "invalid_request" || !slices.Equal(fields, tt.fields) {
-				t.Errorf("got error %q with fields %v; want invalid_request with %v (body %s)", body.Error, fields, tt.fields, r.body)
-			}
+			testenv.WantFieldErrors(t, testenv.Get(t, e, tt.target, adminToken), tt.fields...)
 		})
 	}
 }
@@ -105,8 +87,8 @@ func TestAuth(t *testing.T) {
 			token string
 			want  int
 		}{{"", http.StatusUnauthorized}, {"not-a-known-token-at-all", http.StatusUnauthorized}, {ingestToken, http.StatusForbidden}} {
-			if r := get(t, e, route.Path, tc.token); r.status != tc.want {
-				t.Errorf("%s %s with token %q: got %d; want %d", route.Method, route.Path, tc.token, r.status, tc.want)
+			if r := testenv.Get(t, e, route.Path, tc.token); r.Status != tc.want {
+				t.Errorf("%s %s with token %q: got %d; want %d", route.Method, route.Path, tc.token, r.Status, tc.want)
 			}
 		}
 	}
@@ -158,20 +140,20 @@ func TestUnavailable(t *testing.T) {
 		for _, target := range targets {
 			t.Run(name+target, func(t *testing.T) {
 				start := time.Now()
-				r := get(t, tc.e, target, adminToken)
+				r := testenv.Get(t, tc.e, target, adminToken)
 				if took := time.Since(start); took > 5*time.Second {
 					t.Errorf("took %v; want the answer within the query timeout", took)
 				}
-				if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != tc.retryAfter {
-					t.Fatalf("got status %d, Retry-After %q, body %s; want 503, %s", r.status, r.header.Get("Retry-After"), r.body, tc.retryAfter)
+				if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") != tc.retryAfter {
+					t.Fatalf("got status %d, Retry-After %q, body %s; want 503, %s", r.Status, r.Header.Get("Retry-After"), r.Body, tc.retryAfter)
 				}
 				var body httpapi.ErrorBody
-				if err := json.Unmarshal(r.body, &body); err != nil || body.Error != "unavailable" {
-					t.Errorf("got body %s; want error unavailable", r.body)
+				if err := json.Unmarshal(r.Body, &body); err != nil || body.Error != "unavailable" {
+					t.Errorf("got body %s; want error unavailable", r.Body)
 				}
 				for _, internal := range []string{"127.0.0.1", strconv.Itoa(srv.Port), "dial", "clickhouse://", "context deadline", "SELECT"} {
-					if strings.Contains(string(r.body), internal) {
-						t.Errorf("the answer holds %q: %s", internal, r.body)
+					if strings.Contains(string(r.Body), internal) {
+						t.Errorf("the answer holds %q: %s", internal, r.Body)
 					}
 				}
 			})
@@ -180,6 +162,6 @@ func TestUnavailable(t *testing.T) {
 	// Once ClickHouse is back, so are the answers.
 	srv.Start()
 	testenv.Eventually(t, 10*time.Second, "answers after ClickHouse restarted", func() bool {
-		return get(t, stopped, "/api/admin/system/resources", adminToken).status == http.StatusOK
+		return testenv.Get(t, stopped, "/api/admin/system/resources", adminToken).Status == http.StatusOK
 	})
 }
