@@ -73,7 +73,9 @@ func (a *API) Register(r *httpapi.Router) {
 
 const requestTimeout = 10 * time.Second
 
-func unavailable(what string) error { return httpapi.Unavailable(what+" is unavailable", 5*time.Second) }
+func unavailable(what string) error {
+	return httpapi.Unavailable(what+" is unavailable", 5*time.Second)
+}
 
 // ReceiversBody is the answer of GET /api/admin/alerts/receivers.
 type ReceiversBody struct {

@@ -72,7 +72,7 @@ func New(cfg Config, js jetstream.JetStream, log zerolog.Logger) (*Notifier, err
 	cfg.defaults()
 	n := &Notifier{cfg: cfg, js: js, log: log.With().Str("component", "alerts.notify").Logger(),
 		client: &http.Client{Timeout: cfg.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
-	n.silences = &silenceCache{store: newSilenceStore(cfg, js, n.client), maxAge: 2 * time.Second, now: cfg.Now}
+	n.silences = &silenceCache{store: newSilenceStore(cfg, js, n.client), maxAge: cfg.SilenceRefresh, now: cfg.Now}
 	by := []string{"receiver"}
 	n.m = metrics{
 		sent:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pulse_alerts_notify_sent_total", Help: "Notifications a receiver accepted."}, by),

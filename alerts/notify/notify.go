@@ -218,6 +218,9 @@ type Config struct {
 	// AckWait is how long a message delivered to a Notifier that stopped
 	// answering waits before another gets it (default 30s).
 	AckWait time.Duration
+	// SilenceRefresh is how old the list of silences a webhook delivery
+	// consults may be (default 2s).
+	SilenceRefresh time.Duration
 	// MaxWait is how long a fetch waits for messages (default 1s).
 	MaxWait time.Duration
 	// Now is the clock (default time.Now).
@@ -257,6 +260,9 @@ func (c *Config) defaults() {
 	if c.MaxWait == 0 {
 		c.MaxWait = time.Second
 	}
+	if c.SilenceRefresh == 0 {
+		c.SilenceRefresh = 2 * time.Second
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -287,7 +293,7 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
-	case c.Timeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.MaxRetryAfter < 0 || c.ResendEvery < 0 || c.AckWait < 0 || c.MaxWait < 0:
+	case c.Timeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.MaxRetryAfter < 0 || c.ResendEvery < 0 || c.AckWait < 0 || c.MaxWait < 0 || c.SilenceRefresh < 0:
 		return errors.New("notification durations must not be negative")
 	case c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff:
 		return errors.New("notification min backoff must not exceed max backoff")

@@ -105,6 +105,7 @@ func checkSilence(s *Silence, now time.Time) []event.FieldError {
 		if m.IsRegex {
 			if _, err := regexp.Compile("^(?:" + m.Value + ")$"); err != nil {
 				bad(f+".value", "is not a valid regular expression")
+				allEmpty = false
 				continue
 			}
 		}
