@@ -3,6 +3,9 @@ package notify_test
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,4 +166,51 @@ func BenchmarkAlertmanagerLatency(b *testing.B) {
 		worst = max(worst, time.Since(start))
 	}
 	b.ReportMetric(float64(worst.Milliseconds()), "worst-ms")
+}
+
+// TestAlertmanagerExample: deploy/alertmanager.example.yml is a valid
+// Alertmanager configuration (amtool check-config), with its secret files
+// pointed at temporary ones.
+func TestAlertmanagerExample(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/alertmanager.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := string(data)
+	for _, f := range []string{"/etc/prometheus/slack-webhook-url", "/etc/prometheus/pagerduty-routing-key"} {
+		local := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(local, []byte("https://hooks.example.com/x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg = strings.ReplaceAll(cfg, f, local)
+	}
+	path := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	amtool := filepath.Join(filepath.Dir(alertmanagerBinary(t)), "amtool")
+	out, err := exec.Command(amtool, "check-config", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Errorf("amtool check-config: %v\n%s", err, out)
+	}
+}
+
+// TestResend: a firing alert in the state bucket is posted to
+// Alertmanager again every ResendEvery, so an Alertmanager that never got
+// the transition (restarted, or started after it) holds it active.
+func TestResend(t *testing.T) {
+	n := newNATS(t)
+	h := newHook(t)
+	am := startAlertmanager(t, h.srv.URL+"/am")
+	rs, _ := notify.ParseAlertmanagerURLs(am.url)
+	rec := `{"id":"f00d","kind":"alert","rule":"db_down","state":"firing","severity":"critical","labels":{"component":"database"},"value":1,` +
+		`"threshold":0,"started_at":"` + time.Now().UTC().Format(time.RFC3339) + `","resolved_at":null,"count":1,"message":"database down","phase":"firing","notified":true}`
+	if _, err := n.kv.Put(testCtx(t), "window.db_down.abc", []byte(rec)); err != nil {
+		t.Fatal(err)
+	}
+	startNotifier(t, fastConfig(rs...), n.js, nop)
+	testenv.Eventually(t, 30*time.Second, "the re-sent alert in Alertmanager", func() bool {
+		return am.alertStateBy(t, `alertname="db_down"`, `component="database"`) == "active"
+	})
 }

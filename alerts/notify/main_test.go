@@ -346,7 +346,14 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // on endpoint: "active", "suppressed", or "" when it has none.
 func (am *alertmanager) alertState(t testing.TB, rule, endpoint string) string {
 	t.Helper()
-	resp, err := http.Get(am.url + "/api/v2/alerts?filter=" + url.QueryEscape(`alertname="`+rule+`"`) + "&filter=" + url.QueryEscape(`endpoint="`+endpoint+`"`))
+	return am.alertStateBy(t, `alertname="`+rule+`"`, `endpoint="`+endpoint+`"`)
+}
+
+// alertStateBy returns the state of the first alert matching filters.
+func (am *alertmanager) alertStateBy(t testing.TB, filters ...string) string {
+	t.Helper()
+	q := url.Values{"filter": filters}
+	resp, err := http.Get(am.url + "/api/v2/alerts?" + q.Encode())
 	if err != nil {
 		t.Fatalf("list Alertmanager alerts: %v", err)
 	}
