@@ -48,8 +48,19 @@
 // period; the firing alerts beyond it are counted and, when the period
 // ends, sent as one digest ("37 more alerts in the last 5 minutes"). A
 // resolved transition is sent when its firing one was, and not when the
-// firing one went into a digest. The digest count lives in memory: a
-// restart loses a pending digest's count, never an alert's record.
+// firing one went into a digest. The window and the digest count live in
+// the memory of each replica (with several, a receiver may get up to that
+// many times the limit): a restart loses a pending digest's count, never an
+// alert's record.
+//
+// # Acknowledgements and silences
+//
+// An acknowledgement records who took an alert and when (KV and the audit
+// log); it mutes nothing: a silence does. Silences live in Alertmanager
+// when one is configured, so that there is one source of truth (webhook
+// deliveries consult them there too), else in the KV bucket
+// PULSE_ALERTS_NOTIFY. Scale recommendations (pulse.scaling.>) are not
+// notified.
 package notify
 
 import (
