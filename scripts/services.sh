@@ -15,6 +15,8 @@
 #               our own server started there if the port is free, else the same on 19000.
 #               Own server: config from deploy/clickhouse-dev/, state in <work>/clickhouse
 #   chDB        scripts/libchdb.sh (pinned npm package, verified)
+#   Alertmanager Debian's prometheus-alertmanager, installed when missing; not started here:
+#               each test starts its own on a free loopback port with its own config and storage
 #
 # services.env holds `export VAR='value'` lines (also printed on stdout; diagnostics go to stderr):
 #   PULSE_TEST_CLICKHOUSE_DSN  clickhouse://127.0.0.1:<port>/default
@@ -22,6 +24,7 @@
 #   PULSE_TEST_REDIS_URL       redis://127.0.0.1:6379/0
 #   PULSE_TEST_NATS_URL        nats://127.0.0.1:4222          (`unset` line when unavailable)
 #   CHDB_LIB_PATH              absolute path of libchdb.so
+#   PULSE_TEST_ALERTMANAGER    absolute path of the Alertmanager binary
 #
 # Knobs: PULSE_WORK (work dir), PULSE_CACHE (see libchdb.sh),
 #        PULSE_CLICKHOUSE_PORTS (candidate ports, default "9000 19000").
@@ -379,6 +382,17 @@ nats_stop() {
 	kill -KILL "$pid" 2>/dev/null || true
 }
 
+# ---------------------------------------------------------------------------- Alertmanager
+
+am_ensure() { # sets am_bin
+	if ! have prometheus-alertmanager; then
+		apt_install prometheus-alertmanager
+		# The package starts a service of its own where systemd runs; the tests do not use it.
+	fi
+	am_bin="$(bin prometheus-alertmanager)"
+	[[ -x "$am_bin" ]] || die "prometheus-alertmanager is not installed ($am_bin)"
+}
+
 # ---------------------------------------------------------------------------- main
 
 exec 8>"$work/.services.lock"
@@ -402,6 +416,8 @@ redis_ensure
 nats_ensure
 ch_port=
 ch_ensure
+am_bin=
+am_ensure
 chdb_lib="$("$repo/scripts/libchdb.sh")" || die "scripts/libchdb.sh failed"
 [[ -f "$chdb_lib" ]] || die "scripts/libchdb.sh printed '$chdb_lib', which is not a file"
 
@@ -415,6 +431,7 @@ chdb_lib="$("$repo/scripts/libchdb.sh")" || die "scripts/libchdb.sh failed"
 		echo 'unset PULSE_TEST_NATS_URL'
 	fi
 	echo "export CHDB_LIB_PATH=$(q "$chdb_lib")"
+	echo "export PULSE_TEST_ALERTMANAGER=$(q "$am_bin")"
 } >"$env_file.tmp"
 mv -f "$env_file.tmp" "$env_file"
 cat "$env_file"

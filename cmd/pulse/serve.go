@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/wedsync/pulse/aggregator"
 	"github.com/wedsync/pulse/alerts"
+	"github.com/wedsync/pulse/alerts/notify"
 	"github.com/wedsync/pulse/alerts/rules"
 	"github.com/wedsync/pulse/ingest"
 	"github.com/wedsync/pulse/internal/auth"
@@ -64,6 +66,12 @@ type serveFlags struct {
 	drainGrace      time.Duration
 	rulesFile       string
 	alertInterval   time.Duration
+	alertmanagerURL string
+	alertWebhooks   string
+	alertResend     time.Duration
+	alertNotifyRate string
+	externalURL     string
+	notify          notify.Config // built from the alert delivery flags
 
 	stream   stream.Config
 	ingest   ingest.Config
@@ -111,6 +119,11 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.DurationVar(&f.probe.Interval, "probe-interval", 15*time.Second, "interval of the health probes")
 	fs.StringVar(&f.rulesFile, "rules", "", "alert rules file (YAML); empty uses the built-in rules")
 	fs.DurationVar(&f.alertInterval, "alert-interval", 15*time.Second, "interval of the window alert rules")
+	fs.StringVar(&f.alertmanagerURL, "alertmanager-url", "", "Alertmanager base URLs that receive alerts (v2 API), comma-separated; several for an HA pair")
+	fs.StringVar(&f.alertWebhooks, "alert-webhook", "", "direct alert webhooks, comma-separated name=url[;severity=critical|warning][;format=slack] (prefer the env twin)")
+	fs.DurationVar(&f.alertResend, "alert-resend-interval", time.Minute, "how often firing alerts are posted to Alertmanager again")
+	fs.StringVar(&f.alertNotifyRate, "alert-webhook-rate-limit", "10/5m", "firing notifications per webhook per period; the rest go into one digest")
+	fs.StringVar(&f.externalURL, "external-url", "", "URL people reach Pulse at, for links in alert notifications (default http://<http-addr>)")
 	fs.BoolVar(&f.migrate, "migrate", true, "apply the ClickHouse schema at start")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", httpapi.DefaultShutdownTimeout, "how long shutdown may take to drain")
 	fs.DurationVar(&f.drainGrace, "drain-grace", 5*time.Second, "on shutdown, /readyz answers 503 this long before the HTTP listener closes, so that load balancers move away")
@@ -188,6 +201,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if f.probe.External, err = probe.ParseDependencies(strings.Split(f.external, ",")); err != nil {
 			return fmt.Errorf("%w: --external: %v", errUsage, err)
 		}
+	}
+	if f.notify, err = notifyConfig(f); err != nil {
+		return err
 	}
 	if f.drainGrace < 0 {
 		return fmt.Errorf("%w: --drain-grace must not be negative", errUsage)
@@ -347,6 +363,15 @@ func (s *process) run(ctx context.Context) error {
 		}
 		g.Go(func() error { return ev.Run(ctx) })
 		g.Go(func() error { return hist.Run(ctx) })
+		if len(s.flags.notify.Receivers) > 0 {
+			nc := s.flags.notify
+			nc.Stream, nc.Registerer = s.alertStreams(), s.metrics.Registerer()
+			notifier, err := notify.New(nc, s.js, s.log)
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return notifier.Run(ctx) })
+		}
 	}
 	g.Go(func() error { return host.Run(ctx) })
 	if s.runner != nil {
@@ -467,6 +492,13 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 			return nil, err
 		}
 		alertAPI.Register(r)
+		nc := s.flags.notify
+		nc.Stream = s.alertStreams()
+		deliveryAPI, err := notify.NewAPI(nc, s.js, s.store, s.log)
+		if err != nil {
+			return nil, err
+		}
+		deliveryAPI.Register(r)
 		s.validator = validate.New(validate.Config{DatabaseURL: s.flags.probe.DatabaseURL}, s.validateDeps(r), s.log)
 		s.validator.Register(r)
 		st, err := stats.New(stats.Config{Stream: s.flags.stream.IngestStream}, s.store, s.js, statsEdge(edge), statsAggregator(agg))
@@ -479,6 +511,37 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, httpapi.OpenAPI())
 	})
 	return e, nil
+}
+
+// notifyConfig reads the alert delivery flags: a malformed URL is a usage
+// error naming the receiver, never quoting its URL.
+func notifyConfig(f serveFlags) (notify.Config, error) {
+	ams, err := notify.ParseAlertmanagerURLs(f.alertmanagerURL)
+	if err != nil {
+		return notify.Config{}, fmt.Errorf("%w: --alertmanager-url: %v", errUsage, err)
+	}
+	hooks, err := notify.ParseWebhooks(f.alertWebhooks)
+	if err != nil {
+		return notify.Config{}, fmt.Errorf("%w: --alert-webhook: %v", errUsage, err)
+	}
+	limit, err := ratelimit.ParseLimit(f.alertNotifyRate)
+	if err != nil {
+		return notify.Config{}, fmt.Errorf("%w: --alert-webhook-rate-limit: %v", errUsage, err)
+	}
+	c := notify.Config{Receivers: append(ams, hooks...), ExternalURL: f.externalURL, ResendEvery: f.alertResend, RateLimit: limit}
+	if c.ExternalURL == "" {
+		host, port, err := net.SplitHostPort(f.httpAddr)
+		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
+			host = "127.0.0.1"
+		}
+		if err == nil {
+			c.ExternalURL = "http://" + net.JoinHostPort(host, port)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return notify.Config{}, fmt.Errorf("%w: alert delivery: %v", errUsage, err)
+	}
+	return c, nil
 }
 
 // alertStreams is where alerts, their history and their state live.
