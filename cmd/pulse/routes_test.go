@@ -54,6 +54,9 @@ var sampleRequests = map[string]struct{ target, contentType, body string }{
 	// report it as not configured).
 	"POST /api/admin/architecture/validate":    {"", "application/json", `{"component":"deployment","validation_type":"security"}`},
 	"DELETE /api/admin/users/:user_id/metrics": {"/api/admin/users/6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b/metrics", "", ""},
+	"POST /api/admin/architecture/accepted": {"", "application/json", `{"cache_key":"` + strings.Repeat("5a", 32) +
+		`","reason":"route test","until":"` + time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339) + `"}`},
+	"DELETE /api/admin/architecture/accepted/:cache_key": {"/api/admin/architecture/accepted/" + strings.Repeat("5a", 32), "", ""},
 }
 
 // acceptedRoutes are the admin routes whose success may be 202 as well as
