@@ -86,12 +86,12 @@ func alwaysTrue(ctx context.Context, tx pgx.Tx, tree, expr string) (bool, error)
 		return false, err
 	}
 	var v bool
-	if _, err := tx.Exec(ctx, "SAVEPOINT pulse_const"); err != nil {
+	if _, err := tx.Exec(ctx, marker+"SAVEPOINT pulse_const"); err != nil {
 		return false, err
 	}
 	if err := tx.QueryRow(ctx, marker+"SELECT coalesce(("+expr+")::boolean, false)").Scan(&v); err != nil {
 		// An expression that fails (1/0 = 1) is not always true.
-		_, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT pulse_const")
+		_, rerr := tx.Exec(ctx, marker+"ROLLBACK TO SAVEPOINT pulse_const")
 		return false, rerr
 	}
 	return v, nil
