@@ -98,7 +98,7 @@ func TestRoleWithoutGrants(t *testing.T) {
 	exec1(t, e.url, "REVOKE SELECT ON pg_catalog.pg_policy FROM PUBLIC")
 	res = run(t, v, "database", "permissions", false)
 	priv := find(res.Issues, "insufficient_privilege")
-	want := []string{"check multiple_permissive_policies", "check policy_exists_rls_disabled", "check rls_enabled_no_policy", "check rls_policy_always_true"}
+	want := []string{"check multiple_permissive_policies", "check policy_exists_rls_disabled", "check rls_enabled_no_policy", "check rls_policy_always_true", "check rls_references_user_metadata"}
 	if got := objects(priv); res.Valid || !slices.Equal(got, want) {
 		t.Fatalf("valid %v, insufficient_privilege on %q; want %q", res.Valid, got, want)
 	}
@@ -137,8 +137,8 @@ func TestCheckFailureIsAFinding(t *testing.T) {
 	start := time.Now()
 	res := run(t, v, "database", "permissions", false)
 	failed := find(res.Issues, "database_check_failed")
-	if res.Valid || len(failed) != 4 || !strings.Contains(failed[0].Message, "lock timeout") {
-		t.Fatalf("valid %v, failures %+v; want 4 lock timeouts", res.Valid, failed)
+	if res.Valid || len(failed) != 5 || !strings.Contains(failed[0].Message, "lock timeout") {
+		t.Fatalf("valid %v, failures %+v; want 5 lock timeouts", res.Valid, failed)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the run took %s; the lock timeout should bound it", d)

@@ -41,6 +41,10 @@ func (v *Validator) Register(r *httpapi.Router) {
 	r.Handle(http.MethodGet, PathCompliance, auth.ScopeAdmin, v.serveCompliance)
 	r.Handle(http.MethodGet, PathHistory, auth.ScopeAdmin, v.serveHistory)
 	r.Handle(http.MethodDelete, PathErase, auth.ScopeAdmin, v.serveErase)
+	r.Handle(http.MethodGet, PathLints, auth.ScopeAdmin, v.serveLints)
+	r.Handle(http.MethodGet, PathAccepted, auth.ScopeAdmin, v.serveAccepted)
+	r.Handle(http.MethodPost, PathAccepted, auth.ScopeAdmin, v.serveAccept)
+	r.Handle(http.MethodDelete, PathAcceptedKey, auth.ScopeAdmin, v.serveWithdraw)
 }
 
 // request is the body of POST /architecture/validate (the spec's
@@ -167,12 +171,13 @@ func (v *Validator) Validate(ctx context.Context, who, component, typ string, st
 			"Ask for one of the supported pairs: "+validPairs()+".")
 	}
 	issues, recs := finish(f.issues)
+	v.markAccepted(ctx, issues)
 	if len(issues) == 0 {
 		recs = []string{fmt.Sprintf("%s %s is compliant: no findings.", component, typ)}
 	}
 	res := Result{
 		RunID: newID(), Valid: valid(issues, strict), Component: component, ValidationType: typ, StrictMode: strict,
-		Issues: issues, Recommendations: recs, OptimizationPlans: plans,
+		Issues: issues, Recommendations: recs, OptimizationPlans: plans, NotApplicable: f.notApplicable,
 		CheckedAt: v.cfg.Now().UTC().Truncate(time.Second), DurationMS: round3(msOf(time.Since(start))),
 	}
 	if component == "database" && typ == "performance" && v.pool != nil {

@@ -52,6 +52,9 @@ type evaluation struct {
 	api  *apiFigures
 }
 
+// markAccepted marks the findings an admin accepted (see Acceptance).
+func (e *evaluation) markAccepted(issues []Issue) { e.v.markAccepted(e.ctx, issues) }
+
 type apiFigures struct {
 	p95, errRate float64
 	n            uint64
@@ -65,6 +68,7 @@ func (e *evaluation) issues(component, typ string) []Issue {
 	}
 	f := &findings{category: typ}
 	e.v.check(e.ctx, component, typ, f)
+	e.markAccepted(f.issues)
 	e.runs[key] = f.issues
 	return f.issues
 }
@@ -81,13 +85,17 @@ func (e *evaluation) fromChecks(id, title, passEvidence string, checks []string,
 	for _, key := range checks {
 		comp, typ, _ := strings.Cut(key, "/")
 		for _, is := range e.issues(comp, typ) {
+			if is.Accepted != nil && slices.Contains(lints, is.Lint) {
+				c.Evidence = append(c.Evidence, "accepted until "+is.Accepted.Until.Format(time.RFC3339)+" by "+is.Accepted.AcceptedBy+" ("+is.Accepted.Reason+"): "+is.Object+": "+is.Message)
+				continue
+			}
 			if slices.Contains(lints, is.Lint) || slices.Contains(failureLints, is.Lint) {
 				c.fail(is.Object+": "+is.Message, is.Recommendation)
 			}
 		}
 	}
 	if c.Status == "pass" {
-		c.Evidence = []string{passEvidence}
+		c.Evidence = append([]string{passEvidence}, c.Evidence...)
 	}
 	return c
 }
@@ -109,7 +117,7 @@ func (e *evaluation) gdpr() []Control {
 	cfg, d := e.v.cfg, e.v.deps.Deployment
 	personal := e.fromChecks("gdpr.personal_data_protected", "Personal data in the app's database is protected by row level security",
 		"No table in the exposed schemas holds personal-looking columns without row level security, and no exposed view reads auth.users.",
-		[]string{"database/security"}, "sensitive_columns_exposed", "card_columns_exposed", "auth_users_exposed")
+		[]string{"database/security"}, "sensitive_columns_exposed", "personal_columns_exposed", "card_columns_exposed", "auth_users_exposed")
 
 	pseudo := Control{ID: "gdpr.pseudonymised_user_ids", Title: "User ids in stored metrics are pseudonymised", Checks: []string{}}
 	if cfg.UserIDsPseudonymised {

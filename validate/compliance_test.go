@@ -141,13 +141,13 @@ func TestComplianceEvidence(t *testing.T) {
 		}
 	}
 	for id, want := range map[string]string{
-		"gdpr.personal_data_protected": "public.guests: Table public.guests holds sensitive-looking columns (email_address, phone_number)",
+		"gdpr.personal_data_protected": "public.guests: Table public.guests holds personal-looking columns (email_address, phone_number)",
 		"gdpr.pseudonymised_user_ids":  "Pulse stores each request's user_id UUID as the fleet sends it",
 		"gdpr.retention":               "kept 2160h0m0s (limit 720h0m0s)",
 		"gdpr.erasure":                 "The audit log cannot be read",
 		"sox.audit_trail":              "The audit_log and validation_runs tables do not exist",
 		"sox.access_control":           "route GET /api/admin/architecture/history",
-		"pci.no_card_data_exposed":     "public.payments: Table public.payments holds payment-card-like columns (card_number, cvv)",
+		"pci.no_card_data_exposed":     "public.payments: Table public.payments holds payment card columns (card_number, cvv)",
 		"pci.tls":                      "url public: The public URL does not use TLS",
 		"wedding_standards.p95":        "P95 895 ms over 200 requests", // 900 ms read from the rollups' latency histogram (within 0.75%)
 		"wedding_standards.error_rate": "2.50% of 200 requests",

@@ -41,6 +41,7 @@ var dbChecks = map[string][]dbCheck{
 	"schema": {
 		{"required_tables", checkRequiredTables},
 		{"no_primary_key", checkNoPrimaryKey},
+		{"unsupported_reg_types", checkRegTypes},
 	},
 	"permissions": {
 		{"api_roles", checkAPIRoles},
@@ -49,14 +50,19 @@ var dbChecks = map[string][]dbCheck{
 		{"rls_enabled_no_policy", checkRLSNoPolicy},
 		{"multiple_permissive_policies", checkMultiplePermissive},
 		{"rls_policy_always_true", checkAlwaysTrue},
+		{"rls_references_user_metadata", checkUserMetadata},
+		{"insecure_queue_exposed_in_api", checkQueueExposed},
+		{"public_bucket_allows_listing", checkPublicBucketListing},
 	},
 	"performance": {
 		{"stats_privilege", checkStatsPrivilege},
 		{"unindexed_foreign_keys", checkUnindexedFK},
 		{"unused_index", checkUnusedIndex},
 		{"duplicate_index", checkDuplicateIndex},
+		{"redundant_index", checkRedundantIndex},
 		{"invalid_index", checkInvalidIndex},
 		{"auth_rls_initplan", checkRLSInitPlan},
+		{"table_bloat", checkTableBloat},
 		{"slow_queries", checkSlowQueries},
 		{"connection_usage", checkConnections},
 		{"cache_hit_rate", checkCacheHitRate},
@@ -67,8 +73,14 @@ var dbChecks = map[string][]dbCheck{
 		{"security_definer_view", checkDefinerViews},
 		{"function_search_path_mutable", checkSearchPath},
 		{"extension_in_public", checkExtensionsExposed},
+		{"extension_versions_outdated", checkExtensionVersions},
 		{"sensitive_columns_exposed", checkSensitiveColumns},
 		{"auth_users_exposed", checkAuthUsersExposed},
+		{"materialized_view_in_api", checkMatviewInAPI},
+		{"foreign_table_in_api", checkForeignTableInAPI},
+		{"fkey_to_auth_unique", checkFKeyToAuthUnique},
+		{"security_definer_functions", checkDefinerFunctions},
+		{"not_checked", checkNotChecked},
 	},
 }
 

@@ -97,7 +97,7 @@ func TestLints(t *testing.T) {
 		{lints: []string{"required_table_missing"}, fixture: "missing_table", typ: "schema",
 			objects: fixed("public.core_fields"), sev: map[string]string{"public.core_fields": SeverityError}},
 		{lints: []string{"no_primary_key"}, fixture: "no_primary_key", typ: "schema",
-			objects: fixed("public.vendor_notes"), sev: map[string]string{"public.vendor_notes": SeverityWarning}},
+			objects: fixed("public.vendor_notes"), sev: map[string]string{"public.vendor_notes": SeverityInfo}},
 		{lints: []string{"required_table_missing"}, typ: "schema",
 			cfg: func(c *Config, _ *pgEnv) {
 				c.RequiredTables = []string{"user_profiles", "public.couples", "crm.leads", "wedding_plans"}
@@ -140,10 +140,10 @@ func TestLints(t *testing.T) {
 			objects: fixed("public.couple_dates"), sev: map[string]string{"public.couple_dates": SeverityError}},
 		{lints: []string{"function_search_path_mutable"}, fixture: "search_path", typ: "security",
 			objects: fixed("public.add_days(d date, n integer)", "public.profile_count()"),
-			sev:     map[string]string{"public.add_days(d date, n integer)": SeverityWarning, "public.profile_count()": SeverityError}},
+			sev:     map[string]string{"public.add_days(d date, n integer)": SeverityWarning, "public.profile_count()": SeverityWarning}},
 		{lints: []string{"extension_in_public"}, fixture: "extension_public", typ: "security",
 			objects: fixed("extension citext", "extension xml2")},
-		{lints: []string{"card_columns_exposed", "sensitive_columns_exposed"}, fixture: "sensitive_columns", typ: "security",
+		{lints: []string{"card_columns_exposed", "personal_columns_exposed"}, fixture: "sensitive_columns", typ: "security",
 			objects: fixed("public.guests", "public.payments"),
 			sev:     map[string]string{"public.guests": SeverityError, "public.payments": SeverityWarning}},
 		{lints: []string{"auth_users_exposed"}, fixture: "auth_users_view", typ: "security",
@@ -231,7 +231,7 @@ func TestRecommendationsAreRunnableSQL(t *testing.T) {
 
 func TestStrictMode(t *testing.T) {
 	e := newPG(t, adminURL())
-	e.load(t, "clean", "no_primary_key")
+	e.load(t, "clean", "lints/unsupported_reg_types.pos")
 	v := validator(t, e.config(), Deps{})
 	if res := run(t, v, "database", "schema", false); !res.Valid {
 		t.Errorf("a warning made a non-strict run invalid: %+v", res.Issues)

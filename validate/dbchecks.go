@@ -24,6 +24,9 @@ const (
 	// apiAccess: PUBLIC or an API role may read or write the relation.
 	apiAccess = `(EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = 0 AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE'))
 		OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname::text = ANY({roles}::text[]) AND has_table_privilege(r.oid, c.oid, 'SELECT,INSERT,UPDATE,DELETE')))`
+	// apiSelect: PUBLIC or an API role may read the relation.
+	apiSelect = `(EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = 0 AND a.privilege_type = 'SELECT')
+		OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname::text = ANY({roles}::text[]) AND has_table_privilege(r.oid, c.oid, 'SELECT')))`
 	// fkCovered: index i's leading columns are exactly the columns of
 	// foreign key con, in any order.
 	fkCovered = `((i.indkey::smallint[])[0:cardinality(con.conkey) - 1] @> con.conkey AND (i.indkey::smallint[])[0:cardinality(con.conkey) - 1] <@ con.conkey)`
@@ -112,7 +115,7 @@ func checkNoPrimaryKey(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND `+appSchema+` AND `+notExtensionRel+`
 		  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p')
 		ORDER BY 1, 2`, func() error {
-		s.f.add("no_primary_key", SeverityWarning, qualified(sch, name),
+		s.f.add("no_primary_key", SeverityInfo, qualified(sch, name),
 			fmt.Sprintf("Table %s has no primary key: rows cannot be addressed reliably, logical replication (Supabase Realtime) cannot send its updates and deletes, and duplicates go unnoticed.", qualified(sch, name)),
 			fmt.Sprintf("Add one: ALTER TABLE %s ADD PRIMARY KEY (<unique, non-null columns>); or add an identity column: ALTER TABLE %s ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;",
 				pgIdent(sch, name), pgIdent(sch, name)))
@@ -139,14 +142,23 @@ func checkAPIRoles(_ context.Context, _ pgx.Tx, s *dbSession) error {
 
 func checkRLSDisabled(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	var sch, name string
-	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	var readable bool
+	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, `+apiSelect+` FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p') AND `+exposedSchema+` AND NOT c.relrowsecurity AND `+apiAccess+`
 		ORDER BY 1, 2`, func() error {
+		if !readable {
+			// Splinter looks at reads only; a table the API may write
+			// but not read is Pulse's own finding.
+			s.f.add("rls_disabled_write_only", SeverityError, qualified(sch, name),
+				fmt.Sprintf("Table %s is in an exposed schema and the API roles may write it (insert, update or delete) but not read it, and row level security is disabled: every API caller can write any row.", qualified(sch, name)),
+				fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; then create policies for the writes the app needs (e.g. FOR INSERT WITH CHECK (owner_id = (select auth.uid()))).", pgIdent(sch, name)))
+			return nil
+		}
 		s.f.add("rls_disabled_in_public", SeverityError, qualified(sch, name),
 			fmt.Sprintf("Table %s is in an exposed schema and granted to the API roles, but row level security is disabled: every API caller can read and change every row.", qualified(sch, name)),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; then create policies for the access the app needs.", pgIdent(sch, name)))
 		return nil
-	}, &sch, &name)
+	}, &sch, &name, &readable)
 }
 
 func checkPolicyRLSDisabled(ctx context.Context, tx pgx.Tx, s *dbSession) error {
@@ -179,10 +191,14 @@ func checkRLSNoPolicy(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 func checkMultiplePermissive(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	var sch, name, role, act string
 	var pols []string
-	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, coalesce(r.rolname::text, 'public'), act, array_agg(p.polname::text ORDER BY p.polname)
+	// A policy without TO applies to PUBLIC, that is to every role: it
+	// counts for each API role (for "public" when none exists).
+	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, pr.rolname, act, array_agg(p.polname::text ORDER BY p.polname)
 		FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		CROSS JOIN LATERAL unnest(p.polroles) AS pr(roleid)
-		LEFT JOIN pg_roles r ON r.oid = pr.roleid
+		CROSS JOIN LATERAL (
+			SELECT r.rolname::text FROM pg_roles r WHERE r.oid = ANY(p.polroles)
+			UNION SELECT x FROM unnest({roles}::text[]) AS x WHERE 0 = ANY(p.polroles)
+			UNION SELECT 'public' WHERE 0 = ANY(p.polroles) AND cardinality({roles}::text[]) = 0) AS pr(rolname)
 		CROSS JOIN LATERAL unnest(CASE p.polcmd WHEN 'r' THEN ARRAY['SELECT'] WHEN 'a' THEN ARRAY['INSERT'] WHEN 'w' THEN ARRAY['UPDATE']
 			WHEN 'd' THEN ARRAY['DELETE'] ELSE ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'] END) AS act
 		WHERE p.polpermissive AND `+appSchema+`
@@ -193,33 +209,6 @@ func checkMultiplePermissive(ctx context.Context, tx pgx.Tx, s *dbSession) error
 			fmt.Sprintf("Merge them into one policy on %s whose condition ORs theirs, or make those meant to narrow access RESTRICTIVE.", pgIdent(sch, name)))
 		return nil
 	}, &sch, &name, &role, &act, &pols)
-}
-
-func checkAlwaysTrue(ctx context.Context, tx pgx.Tx, s *dbSession) error {
-	var sch, name, pol, cmd, using, check string
-	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, p.polname::text, p.polcmd::text,
-			coalesce(pg_get_expr(p.polqual, p.polrelid), ''), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
-		FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE p.polpermissive AND p.polcmd IN ('a', 'w', 'd', '*') AND `+appSchema+`
-		  AND (0 = ANY(p.polroles) OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = ANY(p.polroles) AND r.rolname::text = ANY({roles}::text[])))
-		ORDER BY 1, 2, 3`, func() error {
-		var clauses []string
-		if using == "true" && cmd != "a" {
-			clauses = append(clauses, "USING (true)")
-		}
-		if check == "true" && cmd != "d" {
-			clauses = append(clauses, "WITH CHECK (true)")
-		}
-		if len(clauses) == 0 {
-			return nil
-		}
-		s.f.add("rls_policy_always_true", SeverityWarning, fmt.Sprintf("policy %s on %s", pol, qualified(sch, name)),
-			fmt.Sprintf("Policy %s on %s lets the API roles %s any row with %s: row level security does not restrict that action at all.",
-				pol, qualified(sch, name), commandVerb(cmd), strings.Join(clauses, " and ")),
-			fmt.Sprintf("Restrict it to the caller's rows, e.g. ALTER POLICY %s ON %s USING ((select auth.uid()) = user_id) WITH CHECK ((select auth.uid()) = user_id); or drop it.",
-				pgIdent(pol), pgIdent(sch, name)))
-		return nil
-	}, &sch, &name, &pol, &cmd, &using, &check)
 }
 
 func commandVerb(cmd string) string {
@@ -245,22 +234,35 @@ func checkStatsPrivilege(_ context.Context, _ pgx.Tx, s *dbSession) error {
 	return nil
 }
 
+// checkUnindexedFK reports foreign keys without a valid covering index
+// (unindexed_foreign_keys; an invalid index covers nothing) and, as
+// Pulse's own finding, those covered only by partial indexes, which
+// splinter counts as covered.
 func checkUnindexedFK(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	var sch, name, fk string
 	var cols []string
-	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, con.conname::text, array_agg(a.attname::text ORDER BY k.ord)
+	var partial bool
+	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, con.conname::text, array_agg(a.attname::text ORDER BY k.ord),
+			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = con.conrelid AND i.indisvalid AND `+fkCovered+`)
 		FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
 		JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
 		WHERE con.contype = 'f' AND `+appSchema+`
-		  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = con.conrelid AND i.indpred IS NULL AND `+fkCovered+`)
-		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, func() error {
-		s.f.add("unindexed_foreign_keys", SeverityWarning, fmt.Sprintf("%s (foreign key %s)", qualified(sch, name), fk),
+		  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = con.conrelid AND i.indisvalid AND i.indpred IS NULL AND `+fkCovered+`)
+		GROUP BY 1, 2, 3, con.oid, con.conrelid, con.conkey ORDER BY 1, 2, 3`, func() error {
+		if partial {
+			s.f.add("foreign_key_partial_index", SeverityInfo, fmt.Sprintf("%s (foreign key %s)", qualified(sch, name), fk),
+				fmt.Sprintf("Foreign key %s on %s (%s) is covered only by a partial index: rows outside its predicate are found by scanning %s on every delete or key update of the referenced table.",
+					fk, qualified(sch, name), strings.Join(cols, ", "), qualified(sch, name)),
+				fmt.Sprintf("CREATE INDEX CONCURRENTLY ON %s (%s); (without a WHERE clause)", pgIdent(sch, name), identList(cols)))
+			return nil
+		}
+		s.f.add("unindexed_foreign_keys", SeverityInfo, fmt.Sprintf("%s (foreign key %s)", qualified(sch, name), fk),
 			fmt.Sprintf("Foreign key %s on %s (%s) has no covering index: joins on it and every delete or key update of the referenced table scan %s.",
 				fk, qualified(sch, name), strings.Join(cols, ", "), qualified(sch, name)),
 			fmt.Sprintf("CREATE INDEX CONCURRENTLY ON %s (%s);", pgIdent(sch, name), identList(cols)))
 		return nil
-	}, &sch, &name, &fk, &cols)
+	}, &sch, &name, &fk, &cols, &partial)
 }
 
 func identList(cols []string) string {
@@ -297,7 +299,7 @@ func checkDuplicateIndex(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 			array_agg(i.indisunique ORDER BY ic.relname)
 		FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE `+appSchema+`
-		GROUP BY n.nspname, c.relname, i.indrelid, ic.relam, i.indkey::text, i.indclass::text, i.indcollation::text,
+		GROUP BY n.nspname, c.relname, i.indrelid, ic.relam, i.indisunique, i.indkey::text, i.indclass::text, i.indcollation::text,
 			coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), '')
 		HAVING count(*) > 1 ORDER BY 1, 2, 3`, func() error {
 		keep := keepIndex(constraint, unique)
@@ -308,7 +310,7 @@ func checkDuplicateIndex(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 			}
 		}
 		s.f.add("duplicate_index", SeverityWarning, fmt.Sprintf("%s (%s)", qualified(sch, table), strings.Join(names, ", ")),
-			fmt.Sprintf("Indexes %s on %s are identical (same columns, expressions, predicate and method): each write maintains them all, reads use one.",
+			fmt.Sprintf("Indexes %s on %s are identical (same columns, expressions, predicate, method and uniqueness): each write maintains them all, reads use one.",
 				strings.Join(names, ", "), qualified(sch, table)),
 			fmt.Sprintf("Keep %s and drop the others: %s (an index that backs a constraint goes with ALTER TABLE ... DROP CONSTRAINT instead).",
 				names[keep], strings.Join(drops, " ")))
@@ -517,7 +519,7 @@ func checkDefinerViews(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	var opts []string
 	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, coalesce(c.reloptions, '{}')::text[]
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'v' AND `+exposedSchema+` AND `+notExtensionRel+`
+		WHERE c.relkind = 'v' AND `+appSchema+` AND `+notExtensionRel+` AND `+apiSelect+`
 		ORDER BY 1, 2`, func() error {
 		if s.version >= 150000 && optionBool(opts, "security_invoker", false) {
 			return nil
@@ -527,7 +529,7 @@ func checkDefinerViews(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 			rec = fmt.Sprintf("Upgrade to PostgreSQL 15 or later and run ALTER VIEW %s SET (security_invoker = true); until then revoke it from the API roles.", pgIdent(sch, name))
 		}
 		s.f.add("security_definer_view", SeverityError, qualified(sch, name),
-			fmt.Sprintf("View %s runs with its owner's privileges (no security_invoker): it bypasses the row level security of the tables it reads for every API caller.", qualified(sch, name)),
+			fmt.Sprintf("View %s runs with its owner's privileges (no security_invoker) and the API roles can read it: it bypasses the row level security of the tables it reads for every API caller.", qualified(sch, name)),
 			rec)
 		return nil
 	}, &sch, &name, &opts)
@@ -538,13 +540,13 @@ func checkSearchPath(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	var definer bool
 	return s.query(ctx, tx, `SELECT n.nspname::text, p.proname::text, pg_get_function_identity_arguments(p.oid), p.prosecdef
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-		WHERE `+exposedSchema+` AND p.prokind IN ('f', 'p')
+		WHERE `+appSchema+` AND p.prokind IN ('f', 'p')
 		  AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) AS cfg(setting) WHERE cfg.setting LIKE 'search\_path=%')
 		  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 		ORDER BY 1, 2, 3`, func() error {
 		sev, kind := SeverityWarning, "Function"
 		if definer {
-			sev, kind = SeverityError, "SECURITY DEFINER function"
+			kind = "SECURITY DEFINER function"
 		}
 		object := fmt.Sprintf("%s(%s)", qualified(sch, name), args)
 		s.f.add("function_search_path_mutable", sev, object,
@@ -571,72 +573,10 @@ func checkExtensionsExposed(ctx context.Context, tx pgx.Tx, s *dbSession) error 
 	}, &ext, &sch, &relocatable)
 }
 
-func checkSensitiveColumns(ctx context.Context, tx pgx.Tx, s *dbSession) error {
-	var sch, name string
-	var cols []string
-	var exposed bool
-	return s.query(ctx, tx, `SELECT n.nspname::text, c.relname::text, array_agg(a.attname::text ORDER BY a.attnum), `+apiAccess+`
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-		WHERE c.relkind IN ('r', 'p') AND `+exposedSchema+` AND NOT c.relrowsecurity
-		GROUP BY c.oid, 1, 2 ORDER BY 1, 2`, func() error {
-		var hits, cards []string
-		for _, col := range cols {
-			switch sensitive(col) {
-			case "card":
-				cards = append(cards, col)
-			case "personal":
-				hits = append(hits, col)
-			}
-		}
-		sev, how := SeverityWarning, "is not granted to the API roles today, but one GRANT exposes them"
-		if exposed {
-			sev, how = SeverityError, "is readable by the API roles, so every caller can read them for every row"
-		}
-		rec := fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; with policies limiting rows to their owner, and revoke the columns from the API roles if no client needs them.", pgIdent(sch, name))
-		if len(hits) > 0 {
-			s.f.add("sensitive_columns_exposed", sev, qualified(sch, name),
-				fmt.Sprintf("Table %s holds sensitive-looking columns (%s) without row level security; it %s.", qualified(sch, name), strings.Join(hits, ", "), how), rec)
-		}
-		if len(cards) > 0 {
-			s.f.add("card_columns_exposed", sev, qualified(sch, name),
-				fmt.Sprintf("Table %s holds payment-card-like columns (%s) without row level security; it %s. Card data brings the database into PCI DSS scope.", qualified(sch, name), strings.Join(cards, ", "), how),
-				"Do not store card numbers or security codes: keep the payment provider's token instead. Until then: "+rec)
-		}
-		return nil
-	}, &sch, &name, &cols, &exposed)
-}
-
-// sensitive returns the kind of personal or secret data a column name
-// suggests ("card" for payment card data), or "".
-func sensitive(col string) string {
-	words := strings.FieldsFunc(strings.ToLower(col), func(r rune) bool { return r == '_' || r == '-' || r == ' ' })
-	joined := strings.Join(words, "_")
-	for _, w := range words {
-		switch w {
-		case "card", "cardnumber", "cardno", "ccnumber", "ccn", "cvv", "cvv2", "cvc", "pan":
-			return "card"
-		}
-	}
-	if strings.Contains(joined, "cc_number") || strings.Contains(joined, "cc_num") {
-		return "card"
-	}
-	for _, p := range []string{"date_of_birth", "api_key", "national_id", "tax_id", "account_number", "sort_code", "ip_address"} {
-		if strings.Contains(joined, p) {
-			return "personal"
-		}
-	}
-	for _, w := range words {
-		switch w {
-		case "email", "mail", "phone", "mobile", "password", "passwd", "pwd", "token", "secret", "ssn", "iban",
-			"dob", "birthdate", "birthday", "passport", "address", "salary", "apikey", "postcode", "zipcode":
-			return "personal"
-		}
-	}
-	return ""
-}
-
 func checkAuthUsersExposed(ctx context.Context, tx pgx.Tx, s *dbSession) error {
+	if ok, err := s.requireSchema(ctx, tx, "auth_users_exposed", "auth", "Supabase Auth"); !ok || err != nil {
+		return err
+	}
 	var sch, name, kind string
 	var exposed bool
 	return s.query(ctx, tx, `SELECT DISTINCT n.nspname::text, c.relname::text, c.relkind::text, `+apiAccess+`

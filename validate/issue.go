@@ -16,13 +16,19 @@ const (
 
 // Issue is one finding of a check.
 type Issue struct {
-	Lint           string `json:"lint"`           // the check that found it, e.g. "unindexed_foreign_keys"
-	Severity       string `json:"severity"`       // error, warning or info
-	Category       string `json:"category"`       // schema, permissions, performance or security
-	Object         string `json:"object"`         // what it concerns: "public.orders", "queryid:42", "route GET /x"
-	Message        string `json:"message"`        // what is wrong and why it matters
-	Recommendation string `json:"recommendation"` // the fix
-	CacheKey       string `json:"cache_key"`      // hex SHA-256 of lint and object: stable, to acknowledge a finding
+	Lint           string `json:"lint"`                  // the check that found it, e.g. "unindexed_foreign_keys"
+	Severity       string `json:"severity"`              // error, warning or info
+	Category       string `json:"category"`              // schema, permissions, performance or security
+	Object         string `json:"object"`                // what it concerns: "public.orders", "queryid:42", "route GET /x"
+	Message        string `json:"message"`               // what is wrong and why it matters
+	Recommendation string `json:"recommendation"`        // the fix
+	CacheKey       string `json:"cache_key"`             // hex SHA-256 of lint and object: stable, to acknowledge a finding
+	Splinter       string `json:"splinter,omitempty"`    // splinter's lint (e.g. 0001_unindexed_foreign_keys) when it is one of Supabase's
+	Remediation    string `json:"remediation,omitempty"` // where the fix is explained (Supabase's linter docs for splinter's lints)
+	// Accepted is set when an admin accepted the finding
+	// (POST /architecture/accepted) until a time not yet passed: it no
+	// longer fails a run or a compliance control.
+	Accepted *Acceptance `json:"accepted,omitempty"`
 }
 
 // cacheKey is the stable identity of a finding.
@@ -75,6 +81,10 @@ type Result struct {
 	CheckedAt         time.Time     `json:"checked_at"`
 	DurationMS        float64       `json:"duration_ms"`
 	Recorded          bool          `json:"recorded"` // stored in the validation history
+	// NotApplicable are the lints this run did not apply, and why (a
+	// Supabase schema or extension the database lacks, or a lint Pulse
+	// does not check).
+	NotApplicable []NotApplicable `json:"not_applicable,omitempty"`
 }
 
 // sevRank orders severities, worst first.
@@ -88,9 +98,13 @@ func sevRank(s string) int {
 	return 2
 }
 
-// valid says whether issues pass: no error, and in strict mode no warning.
+// valid says whether issues pass: no error, and in strict mode no warning;
+// accepted findings do not count.
 func valid(issues []Issue, strict bool) bool {
 	for _, is := range issues {
+		if is.Accepted != nil {
+			continue
+		}
 		if is.Severity == SeverityError || strict && is.Severity == SeverityWarning {
 			return false
 		}
@@ -126,11 +140,21 @@ func finish(issues []Issue) ([]Issue, []string) {
 
 // findings collects the issues of one check run.
 type findings struct {
-	category string
-	issues   []Issue
+	category      string
+	issues        []Issue
+	notApplicable []NotApplicable
 }
 
+// add adds a finding; a lint of the catalogue gets its splinter name and
+// remediation.
 func (f *findings) add(lint, severity, object, message, recommendation string) {
+	l := catalogue[lint]
 	f.issues = append(f.issues, Issue{Lint: lint, Severity: severity, Category: f.category, Object: object,
-		Message: message, Recommendation: recommendation, CacheKey: cacheKey(lint, object)})
+		Message: message, Recommendation: recommendation, CacheKey: cacheKey(lint, object),
+		Splinter: l.Splinter, Remediation: l.Remediation})
+}
+
+// skip notes that lint did not apply, and why.
+func (f *findings) skip(lint, reason string) {
+	f.notApplicable = append(f.notApplicable, NotApplicable{Lint: lint, Splinter: splinterOf(lint), Reason: reason})
 }

@@ -5,8 +5,12 @@
 //	GET    /api/admin/architecture/compliance  gdpr, sox, pci and wedding_standards controls built from the same checks
 //	GET    /api/admin/architecture/history     recorded validation runs, newest first
 //	DELETE /api/admin/users/:user_id/metrics   erase one user's stored request metrics (GDPR)
+//	GET    /api/admin/architecture/lints       the database lint catalogue (splinter's 0001-0029 and Pulse's own)
+//	GET    /api/admin/architecture/accepted    the findings accepted now
+//	POST   /api/admin/architecture/accepted    accept a finding by its cache_key: who, why, until when
+//	DELETE /api/admin/architecture/accepted/:cache_key  withdraw an acceptance
 //
-// All four are admin-only, registered through httpapi.Router.
+// All are admin-only, registered through httpapi.Router.
 //
 // # Findings
 //
@@ -14,8 +18,10 @@
 // a severity (error, warning or info), the object it concerns (a table,
 // index, policy, function, route, stream...), what is wrong, the exact fix,
 // and a cache_key: the hex SHA-256 of lint and object, stable across runs,
-// so that a finding can be acknowledged. A run is valid when it has no
-// error; in strict mode, no warning either. A check that cannot run says so
+// so that a finding can be accepted. A run is valid when it has no
+// error; in strict mode, no warning either. Accepted findings (see
+// Acceptance) are shown with their acceptance and count for neither a run
+// nor a compliance control; acceptances live in the audit log only. A check that cannot run says so
 // as an error finding (database_unreachable, insufficient_privilege,
 // database_check_failed, ...): a run is never valid because nothing could
 // be looked at, and never answers 500.
@@ -28,12 +34,21 @@
 // the statistics views only; the one statement built from catalogue content
 // is the EXPLAIN of a slow query, which is only ever a plain EXPLAIN (never
 // ANALYZE: nothing is executed) of a statement that is a single plain
-// SELECT. Catalogue identifiers put into follow-up SQL are quoted with
+// SELECT; and the value of a policy condition made only of constants and
+// built-in immutable functions (rls_policy_always_true), evaluated in the
+// check's read-only transaction. Catalogue identifiers put into follow-up SQL are quoted with
 // pgx.Identifier.Sanitize; configuration values travel as query
-// parameters, and nothing from a request reaches SQL text. The checks are
-// modelled on Supabase's database linter (splinter) and pghero, and run on a
-// plain Postgres too: API roles that do not exist are reported once and
-// left out.
+// parameters, and nothing from a request reaches SQL text. Every lint of
+// Supabase's database linter (splinter, 0001-0029) that applies to the
+// database is checked under splinter's name, with splinter's level mapped
+// to the severity (ERROR error, WARN warning, INFO info) and its
+// remediation link; Pulse's own lints keep their names (see Catalogue).
+// They run on a plain Postgres too: API roles that do not exist are
+// reported once and left out, and a lint that needs a Supabase schema or
+// extension the database lacks (auth, storage, pgmq, pg_graphql) is listed
+// in the run's not_applicable with the reason. The first of
+// Config.APIRoles is the anonymous role (splinter's anon), the others the
+// signed-in ones (authenticated).
 //
 // # Records and alerts
 //
@@ -102,7 +117,7 @@ var DefaultIngestRoutes = []string{"POST /api/admin/system/metrics", "POST /api/
 type Config struct {
 	DatabaseURL     string   // the app's Postgres (URL or key=value DSN); "" = the database checks say "not configured"
 	RequiredTables  []string // "table" (looked for in the exposed schemas) or "schema.table"; default DefaultRequiredTables
-	APIRoles        []string // roles the API serves requests as; default anon, authenticated
+	APIRoles        []string // roles the API serves requests as, the anonymous one first; default anon, authenticated
 	ExposedSchemas  []string // schemas the API exposes; default public
 	ExcludedSchemas []string // schemas left out of the checks; default DefaultExcludedSchemas
 

@@ -58,6 +58,9 @@ var sampleRequests = map[string]struct{ target, contentType, body string }{
 		time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339) + `","comment":"route test"}`},
 	"POST /api/admin/alerts/:id/ack": {"", "", ""},
 	"DELETE /api/admin/silences/:id": {"", "", ""},
+	"POST /api/admin/architecture/accepted": {"", "application/json", `{"cache_key":"` + strings.Repeat("5a", 32) +
+		`","reason":"route test","until":"` + time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339) + `"}`},
+	"DELETE /api/admin/architecture/accepted/:cache_key": {"/api/admin/architecture/accepted/" + strings.Repeat("5a", 32), "", ""},
 }
 
 // notFoundRoutes are the admin routes whose sample names nothing that

@@ -1,0 +1,3 @@
+-- 0014 extension_in_public.
+-- @expect extension_in_public extension citext
+CREATE EXTENSION citext SCHEMA public;
