@@ -117,6 +117,10 @@ func TestServeDataDir(t *testing.T) {
 	if err := p.terminate(30 * time.Second); err != nil {
 		t.Fatalf("first pulse serve: %v\n%s", err, p.stderr.String())
 	}
+	// Durations are logged as Go writes them.
+	if !strings.Contains(p.stderr.String(), `"grace":"5s"`) {
+		t.Errorf("shutdown log lacks \"grace\":\"5s\":\n%s", p.stderr.String())
+	}
 	p = startPulse(t, bin, append(env, "PULSE_HTTP_ADDR="+freeAddr(t)), "serve", "--data-dir", dir, "--nats-listen", freeAddr(t))
 	if a, i := tokens(p); a != admin || i != ingest {
 		t.Errorf("tokens after restart differ from the first run's")

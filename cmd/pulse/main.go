@@ -23,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/wedsync/pulse/alerts"
 	"github.com/wedsync/pulse/internal/stream"
@@ -34,6 +35,9 @@ func main() {
 	// go-redis logs connection failures on its own, with Redis's address;
 	// Pulse reports Redis trouble itself, without internals.
 	redis.SetLogger(quietRedis{})
+	// Durations in logs read as Go writes them (interval=15s), not as bare
+	// milliseconds. A format setting of the zerolog package, not a logger.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -150,7 +154,7 @@ type logFlags struct {
 
 func (l *logFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&l.format, "log-format", "console", "log format: console or json")
+	fs.StringVar(&l.format, "log-format", "console", "log format: console (coloured on a terminal) or json")
 }
 
 func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
@@ -161,11 +165,25 @@ func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
 	switch l.format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !colour(w)}
 	default:
 		return zerolog.Nop(), fmt.Errorf("%w: --log-format %q: want console or json", errUsage, l.format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// colour reports whether console logs to w may carry ANSI colours: only
+// on a terminal, and not when NO_COLOR is set (no-color.org).
+func colour(w io.Writer) bool {
+	if _, ok := os.LookupEnv("NO_COLOR"); ok {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil && os.Getenv("TERM") != "dumb"
 }
 
 // rulesCmd is `pulse rules check FILE`.
