@@ -99,7 +99,7 @@ Commands:
   migrate   apply the ClickHouse schema and exit
   loadtest  load a Pulse over HTTP (10,000 users by default), print PASS/FAIL against the spec's targets
   rules check FILE         validate an alert rules file (exit 1 naming each problem's line)
-  alerts tail [--severity] print live alerts from a Pulse's NATS
+  alerts tail [--firing]   print live alerts from a Pulse's NATS (--firing: first those firing now)
   version   print the version
 
 Run "pulse <command> -h" for the flags of a command. Every flag can also be
@@ -194,14 +194,15 @@ func rulesCmd(args []string, stdout io.Writer) error {
 	return alerts.Check(args[1], stdout)
 }
 
-// alertsCmd is `pulse alerts tail [--nats-url URL] [--severity a,b]`.
+// alertsCmd is `pulse alerts tail [--nats-url URL] [--severity a,b] [--firing]`.
 func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "tail" {
-		return fmt.Errorf("%w: pulse alerts tail [--nats-url URL] [--severity critical,page]", errUsage)
+		return fmt.Errorf("%w: pulse alerts tail [--nats-url URL] [--severity critical,page] [--firing]", errUsage)
 	}
 	fs := newFlagSet("alerts tail", stderr)
 	url := fs.String("nats-url", "nats://127.0.0.1:4322", "NATS of the Pulse to watch")
 	sev := fs.String("severity", "", "only these severities, comma-separated: info, warning, critical, page")
+	firing := fs.Bool("firing", false, "first print the alerts firing now (alerts announce only changes)")
 	if err := parseWithEnv(fs, args[1:]); err != nil {
 		return err
 	}
@@ -214,5 +215,5 @@ func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
-	return alerts.Tail(ctx, nc, sevs, stdout)
+	return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: sevs, Firing: *firing}, stdout)
 }
