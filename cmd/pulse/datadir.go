@@ -49,7 +49,7 @@ func lockDataDir(dir string, needed bool) (release func(), err error) {
 					other = fmt.Sprintf("another pulse serve (pid %d)", pid)
 				}
 			}
-			return nil, fmt.Errorf("data directory %s is in use by %s (it holds %s); stop it or choose another --data-dir", dir, other, path)
+			return nil, fmt.Errorf("data directory %s is in use by %s, which holds %s; stop it or choose another --data-dir", dir, other, path)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
