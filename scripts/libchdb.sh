@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ensures chDB's shared library (libchdb.so, the ClickHouse engine embedded by chdb-go) is
+# Ensures chDB's shared library (libchdb.so, the ClickHouse engine internal/chstore binds) is
 # present and verified, and prints its absolute path on stdout - nothing else goes to stdout.
 #
 # Source: the pinned npm package below (about 166 MB), from the registry npm is configured for:
