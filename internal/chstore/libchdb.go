@@ -44,11 +44,12 @@ var libchdb struct {
 	destroyResult func(res *chdbResult)
 }
 
-// chdbConn is chdb.h's chdb_connection; chdbResult its chdb_result. Both
-// are opaque handles owned by the library.
+// chdbConn is chdb.h's chdb_connection, whose one field chdb_query takes
+// by value; chdbResult is its chdb_result, never looked into. Both are
+// owned by the library.
 type (
 	chdbConn   struct{ internal unsafe.Pointer }
-	chdbResult struct{ internal unsafe.Pointer }
+	chdbResult struct{ _ unsafe.Pointer }
 )
 
 // loadChDB loads libchdb.so once per process and binds its functions; it
