@@ -15,7 +15,7 @@ help: ## list the targets
 build: ## build bin/pulse (with the embedded chDB backend)
 	$(GO) build -tags chdb -o bin/pulse ./cmd/pulse
 
-run: build ## run the whole pipeline on embedded NATS and chDB; prints how to send a first event
+run: build ## run the whole pipeline on embedded NATS and chDB (the first run downloads libchdb: 166 MB, 559 MB on disk); prints how to send a first event
 	@lib=$$(scripts/libchdb.sh) && CHDB_LIB_PATH=$$lib exec ./bin/pulse serve --data-dir data
 
 test: ## start the services tests need (ClickHouse, Postgres, Redis, NATS), then run every test with -race

@@ -17,7 +17,9 @@ func tail(t *testing.T, n *natsEnv, severities []string) *testenv.LogBuffer {
 	t.Helper()
 	nc, _ := n.conn(t)
 	out := &testenv.LogBuffer{}
-	run(t, func(ctx context.Context) error { return alerts.Tail(ctx, nc, severities, out) })
+	run(t, func(ctx context.Context) error {
+		return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: severities}, out)
+	})
 	testenv.Eventually(t, 5*time.Second, "tail subscribed", func() bool { return strings.HasPrefix(out.String(), "# listening on ") })
 	return out
 }
@@ -68,10 +70,47 @@ func TestTail(t *testing.T) {
 	}
 }
 
+// TestTailFiring: an alert that keeps firing announces nothing more, so
+// `pulse alerts tail --firing` starts with what is firing now (of the
+// severities asked for), read from the state bucket; without state yet it
+// says none is.
+func TestTailFiring(t *testing.T) {
+	n := newNATS(t)
+	firing := func(severities []string) string {
+		t.Helper()
+		nc, _ := n.conn(t)
+		out := &testenv.LogBuffer{}
+		run(t, func(ctx context.Context) error {
+			return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: severities, Firing: true}, out)
+		})
+		testenv.Eventually(t, 5*time.Second, "tail subscribed", func() bool { return strings.Contains(out.String(), "# listening on ") })
+		return out.String()
+	}
+	if got := firing(nil); !strings.HasPrefix(got, "# firing now: 0\n# listening on ") {
+		t.Errorf("before any alert:\n%s\nwant \"# firing now: 0\" then the header", got)
+	}
+	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Hour)), n.js, nop)
+	run(t, in.Run)
+	in.Observe([]event.Request{req(time.Now(), "api", "/pay", 502, 10)})
+	testenv.Eventually(t, 10*time.Second, "server_error in the state bucket", func() bool {
+		as, err := alerts.Firing(testCtx(t), n.kv)
+		return err == nil && len(as) == 1
+	})
+	got := firing(nil)
+	lines := strings.Split(got, "\n")
+	if len(lines) < 3 || lines[0] != "# firing now: 1" || !strings.Contains(lines[1], "FIRING") ||
+		!strings.Contains(lines[1], "server_error") || !strings.HasPrefix(lines[2], "# listening on ") {
+		t.Errorf("with server_error firing:\n%s\nwant \"# firing now: 1\", its FIRING line, then the header", got)
+	}
+	if got := firing([]string{"warning"}); !strings.HasPrefix(got, "# firing now: 0\n") {
+		t.Errorf("--severity warning with a critical alert firing:\n%s\nwant none firing", got)
+	}
+}
+
 // TestTailBadSeverity: an unknown severity is refused before subscribing.
 func TestTailBadSeverity(t *testing.T) {
 	n := newNATS(t)
-	err := alerts.Tail(context.Background(), n.nc, []string{"urgent"}, &bytes.Buffer{})
+	err := alerts.Tail(context.Background(), n.nc, alerts.TailConfig{Severities: []string{"urgent"}}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "urgent") {
 		t.Fatalf("got %v; want an error naming the severity", err)
 	}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Ensures chDB's shared library (libchdb.so, the ClickHouse engine embedded by chdb-go) is
+# Ensures chDB's shared library (libchdb.so, the ClickHouse engine internal/chstore binds) is
 # present and verified, and prints its absolute path on stdout - nothing else goes to stdout.
 #
-# Source: the pinned npm package below, fetched with `npm pack` (the registry npm is configured
-# for), checked against the pinned sha512 integrity, then only package/libchdb.so is kept.
+# Source: the pinned npm package below (about 166 MB), from the registry npm is configured for:
+# its tarball URL is asked of `npm view` and fetched with curl (progress bar on stderr), or with
+# `npm pack` when that is not possible; checked against the pinned sha512 integrity, then only
+# package/libchdb.so is kept (559 MB; about 725 MB while both exist).
 #
-#   cache dir:  ${PULSE_CACHE:-$HOME/.cache/pulse}/chdb-<version>/
-#   result:     <cache dir>/libchdb.so          (~560 MB)
+#   cache dir:  ${PULSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pulse}/chdb-<version>/
+#               (internal/chstore looks in the same place when CHDB_LIB_PATH is not set)
+#   result:     <cache dir>/libchdb.so          (559 MB)
 #   marker:     <cache dir>/libchdb.so.verified (written last; its presence means "verified")
 #
 # Fast path (marker + .so of the recorded size present): prints the path, no lock, no npm.
@@ -18,12 +21,13 @@ set -euo pipefail
 
 readonly CHDB_NPM_NAME='@chdb/lib-linux-x64-gnu'
 readonly CHDB_VERSION='26.5.3'
+readonly CHDB_SIZES='about 166 MB, 559 MB unpacked'
 readonly CHDB_INTEGRITY='sha512-fPrLmRt5Moor9yGz4mazbrNje4t7X9KB2mTGkXFWRxRBs2iKy8yh6jx11xsa0Qr3iDFMU/yHqd+bVdYJXu3QaQ=='
 
 log() { printf 'libchdb: %s\n' "$*" >&2; }
 die() { printf 'libchdb: ERROR: %s\n' "$*" >&2; exit 1; }
 
-cache_root="${PULSE_CACHE:-${HOME:?HOME is not set}/.cache/pulse}"
+cache_root="${PULSE_CACHE:-${XDG_CACHE_HOME:-${HOME:?HOME is not set}/.cache}/pulse}"
 mkdir -p "$cache_root/chdb-$CHDB_VERSION"
 dir="$(cd "$cache_root/chdb-$CHDB_VERSION" && pwd -P)"
 so="$dir/libchdb.so"
@@ -69,7 +73,7 @@ tgz_ok() { # $1 = tgz; prints nothing, returns 0 when the digest matches
 
 tgz="$dir/chdb-lib-linux-x64-gnu-$CHDB_VERSION.tgz" # npm's name for a scoped package's pack
 tmp_so="$dir/.libchdb.so.tmp.$$"
-cleanup() { rm -f "$tmp_so"; }
+cleanup() { rm -f "$tmp_so" "$tgz.part"; }
 trap cleanup EXIT
 
 # A tarball left by an earlier (interrupted or manual) run is reused only if it verifies.
@@ -91,19 +95,28 @@ if [[ ! -f "$tgz" ]]; then
 		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q npm >&2 ||
 			die "cannot install npm"
 	fi
-	log "fetching $CHDB_NPM_NAME@$CHDB_VERSION with npm pack (~170 MB download) ..."
+	log "downloading $CHDB_NPM_NAME $CHDB_VERSION ($CHDB_SIZES) into $dir ..."
 	start=$SECONDS
-	# npm's own output goes to stderr: stdout carries only the final path.
-	(cd "$dir" && npm pack --pack-destination "$dir" --loglevel=error \
-		"$CHDB_NPM_NAME@$CHDB_VERSION") >&2 || die "npm pack $CHDB_NPM_NAME@$CHDB_VERSION failed"
-	if [[ ! -f "$tgz" ]]; then # npm changed its naming: take the one tarball it wrote
-		shopt -s nullglob
-		found=("$dir"/*.tgz)
-		shopt -u nullglob
-		[[ ${#found[@]} -eq 1 ]] || die "npm pack did not leave exactly one .tgz in $dir"
-		mv -f "${found[0]}" "$tgz"
+	# npm names the tarball; curl shows progress. Everything goes to stderr: stdout carries only
+	# the final path.
+	url="$(npm view "$CHDB_NPM_NAME@$CHDB_VERSION" dist.tarball 2>/dev/null || true)"
+	if [[ "$url" == https://* ]] && command -v curl >/dev/null 2>&1 &&
+		curl -fL --progress-bar --retry 3 -o "$tgz.part" "$url"; then
+		mv -f "$tgz.part" "$tgz"
+	else
+		rm -f "$tgz.part"
+		log "fetching with npm pack instead (no progress bar) ..."
+		(cd "$dir" && npm pack --pack-destination "$dir" --loglevel=http \
+			"$CHDB_NPM_NAME@$CHDB_VERSION") >&2 || die "npm pack $CHDB_NPM_NAME@$CHDB_VERSION failed"
+		if [[ ! -f "$tgz" ]]; then # npm changed its naming: take the one tarball it wrote
+			shopt -s nullglob
+			found=("$dir"/*.tgz)
+			shopt -u nullglob
+			[[ ${#found[@]} -eq 1 ]] || die "npm pack did not leave exactly one .tgz in $dir"
+			mv -f "${found[0]}" "$tgz"
+		fi
 	fi
-	log "downloaded in $((SECONDS - start)) s"
+	log "downloaded $(($(stat -c %s "$tgz") / 1000000)) MB in $((SECONDS - start)) s"
 	if ! tgz_ok "$tgz"; then
 		rm -f "$tgz"
 		die "sha512 of the $CHDB_NPM_NAME@$CHDB_VERSION tarball does not match the pinned integrity $CHDB_INTEGRITY; tarball deleted"
@@ -111,7 +124,7 @@ if [[ ! -f "$tgz" ]]; then
 	log "sha512 verified"
 fi
 
-log "extracting package/libchdb.so ..."
+log "extracting package/libchdb.so (559 MB) ..."
 rm -f "$marker" # from here until the marker is rewritten the .so is not "verified"
 tar -xzf "$tgz" -O package/libchdb.so >"$tmp_so" || die "cannot extract package/libchdb.so from $tgz"
 [[ -s "$tmp_so" ]] || die "package/libchdb.so in $tgz is empty"

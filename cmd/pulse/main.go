@@ -23,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/wedsync/pulse/alerts"
 	"github.com/wedsync/pulse/internal/stream"
@@ -34,6 +35,9 @@ func main() {
 	// go-redis logs connection failures on its own, with Redis's address;
 	// Pulse reports Redis trouble itself, without internals.
 	redis.SetLogger(quietRedis{})
+	// Durations in logs read as Go writes them (interval=15s), not as bare
+	// milliseconds. A format setting of the zerolog package, not a logger.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -95,7 +99,7 @@ Commands:
   migrate   apply the ClickHouse schema and exit
   loadtest  load a Pulse over HTTP (10,000 users by default), print PASS/FAIL against the spec's targets
   rules check FILE         validate an alert rules file (exit 1 naming each problem's line)
-  alerts tail [--severity] print live alerts from a Pulse's NATS
+  alerts tail [--firing]   print live alerts from a Pulse's NATS (--firing: first those firing now)
   version   print the version
 
 Run "pulse <command> -h" for the flags of a command. Every flag can also be
@@ -150,7 +154,7 @@ type logFlags struct {
 
 func (l *logFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&l.format, "log-format", "console", "log format: console or json")
+	fs.StringVar(&l.format, "log-format", "console", "log format: console (coloured on a terminal) or json")
 }
 
 func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
@@ -161,11 +165,25 @@ func (l *logFlags) logger(w io.Writer) (zerolog.Logger, error) {
 	switch l.format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !colour(w)}
 	default:
 		return zerolog.Nop(), fmt.Errorf("%w: --log-format %q: want console or json", errUsage, l.format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// colour reports whether console logs to w may carry ANSI colours: only
+// on a terminal, and not when NO_COLOR is set (no-color.org).
+func colour(w io.Writer) bool {
+	if _, ok := os.LookupEnv("NO_COLOR"); ok {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil && os.Getenv("TERM") != "dumb"
 }
 
 // rulesCmd is `pulse rules check FILE`.
@@ -176,14 +194,15 @@ func rulesCmd(args []string, stdout io.Writer) error {
 	return alerts.Check(args[1], stdout)
 }
 
-// alertsCmd is `pulse alerts tail [--nats-url URL] [--severity a,b]`.
+// alertsCmd is `pulse alerts tail [--nats-url URL] [--severity a,b] [--firing]`.
 func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "tail" {
-		return fmt.Errorf("%w: pulse alerts tail [--nats-url URL] [--severity critical,page]", errUsage)
+		return fmt.Errorf("%w: pulse alerts tail [--nats-url URL] [--severity critical,page] [--firing]", errUsage)
 	}
 	fs := newFlagSet("alerts tail", stderr)
 	url := fs.String("nats-url", "nats://127.0.0.1:4322", "NATS of the Pulse to watch")
 	sev := fs.String("severity", "", "only these severities, comma-separated: info, warning, critical, page")
+	firing := fs.Bool("firing", false, "first print the alerts firing now (alerts announce only changes)")
 	if err := parseWithEnv(fs, args[1:]); err != nil {
 		return err
 	}
@@ -196,5 +215,5 @@ func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer nc.Close()
-	return alerts.Tail(ctx, nc, sevs, stdout)
+	return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: sevs, Firing: *firing}, stdout)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -239,6 +240,9 @@ func TestOpenAPIDocument(t *testing.T) {
 	if info["title"] == nil || info["version"] == nil {
 		t.Errorf("info lacks title or version: %v", info)
 	}
+	if lic, _ := info["license"].(map[string]any); lic["name"] == nil {
+		t.Errorf("info lacks a license name: %v", info)
+	}
 	for path, item := range doc["paths"].(map[string]any) {
 		pi := item.(map[string]any)
 		n := 0
@@ -249,8 +253,12 @@ func TestOpenAPIDocument(t *testing.T) {
 			}
 			n++
 			name := strings.ToUpper(m) + " " + path
-			if r, ok := op["responses"].(map[string]any); !ok || len(r) == 0 {
+			r, ok := op["responses"].(map[string]any)
+			if !ok || len(r) == 0 {
 				t.Errorf("%s: no responses", name)
+			}
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(r)), func(code string) bool { return strings.HasPrefix(code, "4") }) {
+				t.Errorf("%s: no 4xx response (validators warn)", name)
 			}
 			sec, ok := op["security"].([]any)
 			if !ok {

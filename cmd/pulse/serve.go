@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -215,6 +213,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if _, err := ratelimit.ParseLimit(*l); err != nil {
 			return fmt.Errorf("%w: rate limit %q: %v", errUsage, *l, err)
 		}
+	}
+	release, err := lockDataDir(f.dataDir, f.natsURL == "" || strings.HasPrefix(f.clickhouseDSN, "chdb:"))
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := tokens.generate(f.dataDir); err != nil {
+		return err
 	}
 	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
 	return p.run(ctx)
@@ -442,7 +448,7 @@ func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error
 	}
 	s.log.Info().Str("addr", "http://"+addr.String()).Msg("HTTP listening")
 	if s.tokens.generated != nil {
-		printWelcome(s.stdout, addr.String(), s.tokens.generated)
+		printWelcome(s.stdout, addr.String(), s.tokens)
 	}
 	return srv, nil
 }
@@ -579,69 +585,6 @@ func (s *process) rateLimits(r *httpapi.Router) error {
 	r.Use(auth.ScopeAdmin, ratelimit.Middleware(limiter, ratelimit.ClassAdmin, admin, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
 	r.Use(auth.ScopeIngest, ratelimit.Middleware(limiter, ratelimit.ClassIngest, ingest, mem, ratelimit.Fallback, s.metrics.Registerer(), s.log))
 	return nil
-}
-
-// tokenSet is the static-token authenticator, with the tokens generated for
-// this run when none were configured.
-type tokenSet struct {
-	*auth.StaticTokens
-	generated map[auth.Scope]string
-}
-
-// parseTokens reads the configured token lists; when both are empty it
-// generates one admin and one ingest token for this run.
-func parseTokens(admin, ingest string) (tokenSet, error) {
-	ts := tokenSet{StaticTokens: &auth.StaticTokens{}}
-	for _, l := range []struct {
-		list  string
-		scope auth.Scope
-	}{{admin, auth.ScopeAdmin}, {ingest, auth.ScopeIngest}} {
-		ps, toks, err := auth.ParseTokens(l.list, l.scope)
-		if err != nil {
-			return ts, fmt.Errorf("%w: %v", errUsage, err)
-		}
-		for i := range ps {
-			ts.Add(toks[i], ps[i])
-		}
-	}
-	if ts.Len() == 0 {
-		ts.generated = map[auth.Scope]string{}
-		for _, scope := range []auth.Scope{auth.ScopeAdmin, auth.ScopeIngest} {
-			tok := randomToken()
-			ts.generated[scope] = tok
-			ts.Add(tok, auth.Principal{Name: string(scope) + "-generated", Scopes: []auth.Scope{scope}})
-		}
-	}
-	return ts, nil
-}
-
-func randomToken() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return "pulse_" + base64.RawURLEncoding.EncodeToString(b)
-}
-
-// printWelcome shows, once, the tokens generated for this run and how to
-// send a first event. It goes to stdout, never to the log.
-func printWelcome(w io.Writer, addr string, tok map[auth.Scope]string) {
-	fmt.Fprintf(w, `
-Pulse is running at http://%[1]s (no tokens were configured, so these were generated for this run;
-set PULSE_ADMIN_TOKENS and PULSE_INGEST_TOKENS to choose your own):
-
-  admin token:  %[2]s
-  ingest token: %[3]s
-
-Send three events:
-
-  curl -sS -X POST http://%[1]s/api/admin/system/metrics \
-    -H 'Authorization: Bearer %[3]s' -H 'Content-Type: application/x-ndjson' \
-    --data-binary $'{"endpoint":"/api/clients/1","response_time_ms":42,"status_code":200,"service":"web"}\n{"endpoint":"/api/forms","response_time_ms":130.5,"status_code":201,"service":"web","method":"POST"}\n{"endpoint":"/api/payments","response_time_ms":5400,"status_code":502,"service":"api","error_message":"upstream timeout"}'
-
-See them stored:
-
-  curl -sS http://%[1]s/api/admin/system/stats -H 'Authorization: Bearer %[2]s'
-
-`, addr, tok[auth.ScopeAdmin], tok[auth.ScopeIngest])
 }
 
 // close releases clients in dependency order: NATS connection (flushing

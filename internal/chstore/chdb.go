@@ -7,15 +7,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
-
-	chdbpurego "github.com/chdb-io/chdb-go/chdb-purego"
 )
 
 // chDB keeps one session per process. Stores opened on the same path share
 // it; a second path is refused.
 var chdbSession struct {
 	sync.Mutex
-	conn chdbpurego.ChdbConn
+	conn *chdbConn
 	path string
 	refs int
 }
@@ -38,7 +36,7 @@ func openChDB(path string) (backend, error) {
 		return nil, fmt.Errorf("open chdb at %s: this process already uses chdb at another path", path)
 	}
 	if s.conn == nil {
-		conn, err := chdbpurego.NewConnectionFromConnString(abs)
+		conn, err := chdbConnect(abs)
 		if err != nil {
 			return nil, fmt.Errorf("open chdb at %s: %w", path, err)
 		}
@@ -46,8 +44,8 @@ func openChDB(path string) (backend, error) {
 		// the session to UTC, so that DateTime text (which parseTSV reads as
 		// UTC) and the toYYYYMMDD/toStartOfMinute of partitions and rollups
 		// do not depend on the machine.
-		if err := utcSession(conn); err != nil {
-			conn.Close()
+		if _, err := chdbQuery(conn, "SET session_timezone = 'UTC'", "TabSeparated"); err != nil {
+			chdbClose(conn)
 			return nil, fmt.Errorf("open chdb at %s: set session time zone: %w", path, err)
 		}
 		s.conn, s.path = conn, abs
@@ -66,18 +64,7 @@ func (e *embedded) run(ctx context.Context, query, format string) ([]byte, error
 	if s.conn == nil {
 		return nil, fmt.Errorf("chdb session is closed")
 	}
-	res, err := s.conn.Query(query, format)
-	if err != nil {
-		return nil, err
-	}
-	if res == nil {
-		return nil, nil
-	}
-	defer res.Free()
-	if err := res.Error(); err != nil {
-		return nil, err
-	}
-	return append([]byte(nil), res.Buf()...), nil
+	return chdbQuery(s.conn, query, format)
 }
 
 func (e *embedded) exec(ctx context.Context, query string) error {
@@ -112,21 +99,9 @@ func (e *embedded) close() error {
 		s.Lock()
 		defer s.Unlock()
 		if s.refs--; s.refs == 0 && s.conn != nil {
-			s.conn.Close()
+			chdbClose(s.conn)
 			s.conn, s.path = nil, ""
 		}
 	})
 	return nil
-}
-
-func utcSession(conn chdbpurego.ChdbConn) error {
-	res, err := conn.Query("SET session_timezone = 'UTC'", "TabSeparated")
-	if err != nil {
-		return err
-	}
-	if res == nil {
-		return nil
-	}
-	defer res.Free()
-	return res.Error()
 }

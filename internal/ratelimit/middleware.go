@@ -65,7 +65,8 @@ const (
 // httpapi.PrincipalOf (on a route without a principal, the client's
 // address). It sets the RateLimit-Limit, -Remaining, -Reset and -Policy
 // headers on every response it lets through or refuses, and refuses with
-// 429, code "rate_limited", and Retry-After.
+// 429, code "rate_limited", and Retry-After: the seconds until a request
+// is allowed again, which RateLimit-Reset then repeats (see reset).
 //
 // When l fails, onErr decides (see the package doc); fallback is the
 // Limiter of Fallback and may be nil under the other policies. Failures
@@ -151,11 +152,11 @@ func (m *middleware) handle(next echo.HandlerFunc) echo.HandlerFunc {
 		h := c.Response().Header()
 		h.Set(HeaderLimit, strconv.Itoa(res.Limit))
 		h.Set(HeaderRemaining, strconv.Itoa(res.Remaining))
-		h.Set(HeaderReset, strconv.Itoa(seconds(res.ResetAfter)))
+		h.Set(HeaderReset, strconv.Itoa(seconds(m.reset(res))))
 		h.Set(HeaderPolicy, m.policyHdr)
 		if !res.Allowed {
 			m.refused.Add(1)
-			retry := max(res.RetryAfter, time.Second)
+			retry := m.reset(res)
 			e := httpapi.Errorf(http.StatusTooManyRequests, "rate_limited",
 				fmt.Sprintf("rate limit of %d requests per %s exceeded; retry in %d s", m.limit.Requests, m.limit.Per, seconds(retry)))
 			e.RetryAfter = retry
@@ -163,6 +164,22 @@ func (m *middleware) handle(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// reset is RateLimit-Reset: when no request is left (Remaining 0, and
+// always on a 429), how long until the next one is allowed, which is also
+// the 429's Retry-After (at least a second); otherwise how long until the
+// whole quota is back.
+func (m *middleware) reset(res *Result) time.Duration {
+	switch {
+	case !res.Allowed:
+		return max(res.RetryAfter, time.Second)
+	case res.Remaining == 0:
+		// The bucket is full again after ResetAfter; one request fits once
+		// it is an interval below the period.
+		return max(res.ResetAfter-m.limit.Per+m.limit.Per/time.Duration(m.limit.Requests), 0)
+	}
+	return res.ResetAfter
 }
 
 // decide returns the decision on key, nil to let the request through
