@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -90,33 +89,6 @@ func loadtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 		}
 		return fmt.Errorf("load test failed: %s", strings.Join(missed, ", "))
-	}
-	return nil
-}
-
-// parseWithEnvPrefix is parseWithEnv with the environment twins named
-// prefix + the flag's name in upper case with dashes as underscores.
-func parseWithEnvPrefix(fs *flag.FlagSet, prefix string, args []string) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := prefix + strings.TrimPrefix(envName(f.Name), "PULSE_")
-		if v, ok := os.LookupEnv(name); ok && err == nil {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%w: %s: %v", errUsage, name, e)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	return nil
 }

@@ -121,14 +121,22 @@ func envName(flagName string) string {
 	return "PULSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// parseWithEnv sets each flag from its environment twin, then parses args,
-// so that a flag on the command line wins over the environment.
+// parseWithEnv sets each flag from its environment twin (PULSE_ and the
+// flag's name), then parses args, so that a flag on the command line wins
+// over the environment.
 func parseWithEnv(fs *flag.FlagSet, args []string) error {
+	return parseWithEnvPrefix(fs, "PULSE_", args)
+}
+
+// parseWithEnvPrefix is parseWithEnv with the environment twins named
+// prefix + the flag's name in upper case with dashes as underscores.
+func parseWithEnvPrefix(fs *flag.FlagSet, prefix string, args []string) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := os.LookupEnv(envName(f.Name)); ok && err == nil {
+		name := prefix + strings.TrimPrefix(envName(f.Name), "PULSE_")
+		if v, ok := os.LookupEnv(name); ok && err == nil {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%w: %s: %v", errUsage, envName(f.Name), e)
+				err = fmt.Errorf("%w: %s: %v", errUsage, name, e)
 			}
 		}
 	})
