@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test bench cover lint
+.PHONY: help build run test bench cover lint dashboard
 
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -32,3 +32,6 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) vet -tags chdb ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags chdb ./...
+
+dashboard: ## rebuild the /admin page's bundle (uPlot from npm + internal/dashboard/ui/src) into internal/dashboard/assets
+	cd internal/dashboard/ui && npm ci --no-audit --no-fund --ignore-scripts && node build.mjs

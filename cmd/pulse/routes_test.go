@@ -38,7 +38,8 @@ import (
 // take ingest (or admin) credentials; every other route is admin-only. A
 // new public or ingest route must be added here on purpose.
 var (
-	publicRoutes = map[string]bool{"GET /healthz": true, "GET /readyz": true}
+	publicRoutes = map[string]bool{"GET /healthz": true, "GET /readyz": true,
+		"GET /admin": true, "GET /admin/dashboard.js": true, "GET /admin/dashboard.css": true}
 	ingestRoutes = map[string]bool{"POST /api/admin/system/metrics": true, "POST /api/admin/system/resources": true}
 )
 

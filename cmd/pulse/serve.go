@@ -28,6 +28,7 @@ import (
 	"github.com/wedsync/pulse/internal/auth"
 	"github.com/wedsync/pulse/internal/cache"
 	"github.com/wedsync/pulse/internal/chstore"
+	"github.com/wedsync/pulse/internal/dashboard"
 	"github.com/wedsync/pulse/internal/httpapi"
 	"github.com/wedsync/pulse/internal/metrics"
 	"github.com/wedsync/pulse/internal/probe"
@@ -512,6 +513,7 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 			return nil, err
 		}
 		st.Register(r)
+		dashboard.Register(r)
 	}
 	r.Handle(http.MethodGet, "/api/admin/openapi.json", auth.ScopeAdmin, func(c echo.Context) error {
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, httpapi.OpenAPI())
