@@ -3,8 +3,9 @@
 #   1. scripts/services.sh  (reuses or starts PostgreSQL, Redis, NATS, ClickHouse; fetches libchdb.so)
 #   2. sources ${PULSE_WORK:-<repo>/.work}/services.env
 #   3. go test -race -count=1 -tags chdb [./...] "$@"
+#   4. with ./... or a ./clients/... package: the TypeScript client's tests (npm ci, build, node --test)
 # Extra arguments go to go test: flags (-run X, -v, -timeout 20m) and/or packages
-# (./ingest/...); ./... is added only when no package is named. Exit code is go test's.
+# (./ingest/...); ./... is added only when no package is named. Fails when either fails.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -37,4 +38,16 @@ echo "    $(go version)"
 echo "    ClickHouse: $PULSE_TEST_CLICKHOUSE_DSN   Postgres: $PULSE_TEST_DATABASE_URL"
 echo "    Redis: $PULSE_TEST_REDIS_URL   NATS: ${PULSE_TEST_NATS_URL:-(embedded only)}"
 echo "    chDB: $CHDB_LIB_PATH"
-exec go test -race -count=1 -tags chdb "${pkgs[@]}" "$@"
+go test -race -count=1 -tags chdb "${pkgs[@]}" "$@"
+
+# The TypeScript fleet client, when the whole suite or its folder was asked for.
+if [[ "${pkgs[*]}" == "./..." || " $* " == *" ./clients/"* ]]; then
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		echo "==> installing nodejs and npm with apt-get"
+		sudo_=(); [[ $EUID -ne 0 ]] && sudo_=(sudo)
+		"${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -q
+		"${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q nodejs npm
+	fi
+	echo "==> clients/typescript: npm ci, build, node --test ($(node --version))"
+	(cd clients/typescript && npm ci --no-audit --no-fund && npm run build && npm test)
+fi
