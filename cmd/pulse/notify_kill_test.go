@@ -114,6 +114,11 @@ func TestWebhookOutageKill9(t *testing.T) {
 		defer mu.Unlock()
 		return failed > 0
 	})
+	// The failure is logged once the attempt has returned, a moment after
+	// the receiver answered it: kill only after that.
+	testenv.Eventually(t, 30*time.Second, "the failing receiver logged", func() bool {
+		return strings.Contains(p.stderr.String(), "alert receiver failing")
+	})
 	p.kill()
 	logs := p.stderr.String()
 	p = startPulse(t, bin, env, args...)
