@@ -314,6 +314,9 @@ func TestWindowRestart(t *testing.T) {
 	}
 	clk.Set(b.Add(3 * time.Minute)) // recovered
 	evaluate(t, second)
+	// The evaluators publish on connections of their own: wait for the
+	// resolution rather than flushing the collector's.
+	c.wait("slow", alerts.StateResolved, 1, 30*time.Second)
 	c.settle(n.nc)
 	if got := len(c.of("slow", alerts.StateFiring)); got != 1 {
 		t.Errorf("got %d firing messages; want 1 (no duplicate after the restart)", got)
