@@ -435,8 +435,10 @@ func TestLeader(t *testing.T) {
 	testenv.Eventually(t, 3*lease, "takeover after a clean stop", func() bool { return c3.e.Status().Leader })
 	took = time.Since(stopped)
 	t.Logf("takeover %s after a clean stop", took)
-	if took > 2*lease {
-		t.Errorf("takeover after a clean stop took %s; want about at once, not after the lease %s ran out", took, lease)
+	// Without the release it would take a whole lease: anything under
+	// one proves the release.
+	if took >= lease {
+		t.Errorf("takeover after a clean stop took %s; want under the lease %s (released, not expired)", took, lease)
 	}
 }
 
