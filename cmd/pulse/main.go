@@ -211,17 +211,79 @@ func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	url := fs.String("nats-url", "nats://127.0.0.1:4322", "NATS of the Pulse to watch")
 	sev := fs.String("severity", "", "only these severities, comma-separated: info, warning, critical, page")
 	firing := fs.Bool("firing", false, "first print the alerts firing now (alerts announce only changes)")
+	var nf natsFlags
+	nf.register(fs)
 	if err := parseWithEnv(fs, args[1:]); err != nil {
+		return err
+	}
+	opts, err := nf.options()
+	if err != nil {
 		return err
 	}
 	var sevs []string
 	if *sev != "" {
 		sevs = strings.Split(*sev, ",")
 	}
-	nc, err := stream.Connect(*url, "pulse-alerts-tail", zerolog.Nop())
+	nc, err := stream.Connect(*url, "pulse-alerts-tail", opts, zerolog.Nop())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: sevs, Firing: *firing}, stdout)
+}
+
+// natsFlags are the credentials and TLS settings of Pulse's NATS
+// connections; every command that connects to NATS registers them.
+type natsFlags struct {
+	creds, nkey, tokenFile, ca, cert, key string
+}
+
+func (n *natsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&n.creds, "nats-creds", "", "NATS credentials file (user JWT and nkey seed)")
+	fs.StringVar(&n.nkey, "nats-nkey", "", "file holding the NATS user's nkey seed")
+	fs.StringVar(&n.tokenFile, "nats-token-file", "", "file holding the NATS authorization token")
+	fs.StringVar(&n.ca, "nats-ca", "", "PEM CA certificates that sign the NATS server's certificate (turns TLS on)")
+	fs.StringVar(&n.cert, "nats-cert", "", "PEM client certificate for mutual TLS with NATS (with --nats-key)")
+	fs.StringVar(&n.key, "nats-key", "", "PEM key of --nats-cert")
+}
+
+// options checks that every file named is readable and reads the token: a
+// missing or unreadable file is a usage error naming the flag.
+func (n natsFlags) options() (stream.ClientOptions, error) {
+	for _, f := range []struct{ flag, path string }{
+		{"nats-creds", n.creds}, {"nats-nkey", n.nkey}, {"nats-ca", n.ca}, {"nats-cert", n.cert}, {"nats-key", n.key},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			return stream.ClientOptions{}, fmt.Errorf("%w: --%s: %v", errUsage, f.flag, err)
+		}
+	}
+	o := stream.ClientOptions{CredsFile: n.creds, NKeyFile: n.nkey, CAFile: n.ca, CertFile: n.cert, KeyFile: n.key}
+	if n.tokenFile != "" {
+		tok, err := readSecretFile(n.tokenFile)
+		if err != nil {
+			return o, fmt.Errorf("%w: --nats-token-file: %v", errUsage, err)
+		}
+		o.Token = tok
+	}
+	if err := o.Validate(); err != nil {
+		return o, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return o, nil
+}
+
+// readSecretFile reads a secret from a file, without the line ending an
+// editor or `echo` leaves; an empty file is an error.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }

@@ -51,6 +51,8 @@ type serveFlags struct {
 	dataDir         string
 	natsURL         string
 	natsListen      string
+	natsListenToken string // file
+	nats            natsFlags
 	clickhouseDSN   string
 	adminTokens     string
 	ingestTokens    string
@@ -100,6 +102,8 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
 	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4322", "listen address of the embedded NATS server; if taken a free port is used")
+	fs.StringVar(&f.natsListenToken, "nats-listen-token-file", "", "file holding the token the embedded NATS demands of every client; required when --nats-listen is not loopback")
+	f.nats.register(fs)
 	fs.StringVar(&f.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded; default chdb:<data-dir>/chdb)")
 	fs.StringVar(&f.adminTokens, "admin-tokens", "", "admin bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.ingestTokens, "ingest-tokens", "", "ingest bearer tokens, comma-separated name:token (prefer the env twin)")
@@ -222,7 +226,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := tokens.generate(f.dataDir); err != nil {
 		return err
 	}
-	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
+	natsOpts, err := f.nats.options()
+	if err != nil {
+		return err
+	}
+	embedded := stream.EmbeddedConfig{Listen: f.natsListen, StoreDir: filepath.Join(f.dataDir, "nats")}
+	if f.natsListenToken != "" {
+		if embedded.Token, err = readSecretFile(f.natsListenToken); err != nil {
+			return fmt.Errorf("%w: --nats-listen-token-file: %v", errUsage, err)
+		}
+	}
+	p := &process{flags: f, natsOpts: natsOpts, embeddedNATS: embedded, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
 	return p.run(ctx)
 }
 
@@ -246,14 +260,16 @@ func parseRoles(s string) (map[string]bool, error) {
 // process is one `pulse serve` process: the clients it built and the roles
 // it runs.
 type process struct {
-	flags     serveFlags
-	roles     map[string]bool
-	retention schema.Retention
-	tokens    tokenSet
-	authn     auth.Authenticator
-	rules     *rules.Set
-	log       zerolog.Logger
-	stdout    io.Writer
+	flags        serveFlags
+	natsOpts     stream.ClientOptions // for an external NATS
+	embeddedNATS stream.EmbeddedConfig
+	roles        map[string]bool
+	retention    schema.Retention
+	tokens       tokenSet
+	authn        auth.Authenticator
+	rules        *rules.Set
+	log          zerolog.Logger
+	stdout       io.Writer
 
 	embedded  *server.Server
 	nc        *nats.Conn
@@ -405,20 +421,20 @@ func (s *process) run(ctx context.Context) error {
 // connectNATS starts the embedded server when no URL is given, connects,
 // and makes sure the streams exist.
 func (s *process) connectNATS(ctx context.Context) error {
-	url := s.flags.natsURL
+	url, opts := s.flags.natsURL, s.natsOpts
 	if url == "" {
-		ns, err := stream.RunEmbedded(stream.EmbeddedConfig{
-			Listen:   s.flags.natsListen,
-			StoreDir: filepath.Join(s.flags.dataDir, "nats"),
-		}, s.log)
+		ns, err := stream.RunEmbedded(s.embeddedNATS, s.log)
+		if errors.Is(err, stream.ErrUnauthenticatedListen) {
+			return fmt.Errorf("%w: --nats-listen: %v", errUsage, err)
+		}
 		if err != nil {
 			return err
 		}
 		s.embedded = ns
-		url = ns.ClientURL()
-		s.log.Info().Str("url", url).Msg("embedded NATS server with JetStream is listening")
+		url, opts = ns.ClientURL(), s.embeddedNATS.ClientOptions()
+		s.log.Info().Str("url", url).Bool("authentication", opts.Token != "").Msg("embedded NATS server with JetStream is listening")
 	}
-	nc, err := stream.Connect(url, "pulse", s.log)
+	nc, err := stream.Connect(url, "pulse", opts, s.log)
 	if err != nil {
 		return err
 	}
