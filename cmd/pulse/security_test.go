@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/wedsync/pulse/internal/testenv"
+)
+
+// runPulse runs the binary to its end and returns its exit code and
+// output; it fails the test if the run takes over a minute.
+func runPulse(t *testing.T, bin string, env []string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String()
+	case err != nil:
+		t.Fatalf("pulse %v: %v", args, err)
+	}
+	return 0, out.String()
+}
+
+func secretFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestServeSecureNATS runs every role against a NATS server that demands
+// TLS from a private CA and a token: events flow end to end, `pulse alerts
+// tail` connects the same way, and without the CA, with a wrong token or
+// with a missing file pulse refuses to start, naming the cause and never
+// the token.
+func TestServeSecureNATS(t *testing.T) {
+	bin := pulseBinary(t, "")
+	ca := testenv.NewCA(t)
+	token := newSecret("natstok", 24)
+	ns := testenv.NATSWith(t, func(o *server.Options) {
+		o.TLSConfig = ca.ServerTLS(t, false)
+		o.Authorization = token
+	})
+	if !strings.HasPrefix(ns.ClientURL(), "tls://") {
+		t.Fatalf("NATS client URL %s; want tls://", ns.ClientURL())
+	}
+	store := testenv.ClickHouse(t)
+	chDSN := "clickhouse://default:@" + hostOf(t, testenv.ClickHouseDSN(), "127.0.0.1:9000") + "/" + store.Database()
+	ingestToken := newSecret("ingtok", 24)
+	tokenFile := secretFile(t, "nats-token", token)
+	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_DATA_DIR=" + t.TempDir(), "PULSE_NATS_URL=" + ns.ClientURL(),
+		"PULSE_CLICKHOUSE_DSN=" + chDSN, "PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=fleet:" + ingestToken}
+
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_NATS_CA="+ca.CAFile, "PULSE_NATS_TOKEN_FILE="+tokenFile), "serve")
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr()+"/api/admin/system/metrics",
+		strings.NewReader(`{"endpoint":"/api/tls","response_time_ms":12,"status_code":200,"service":"web"}`))
+	req.Header.Set("Authorization", "Bearer "+ingestToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("ingest answered %d; want 202", resp.StatusCode)
+	}
+	testenv.Eventually(t, 30*time.Second, "the event in ClickHouse", func() bool {
+		return testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")+" WHERE endpoint = '/api/tls'") == 1
+	})
+	if strings.Contains(p.stderr.String(), token) {
+		t.Error("the NATS token appears in the log")
+	}
+
+	// alerts tail connects with the same flags.
+	tail := exec.Command(bin, "alerts", "tail", "--nats-url", ns.ClientURL(), "--nats-ca", ca.CAFile, "--nats-token-file", tokenFile)
+	var tailOut testenv.LogBuffer
+	tail.Stdout, tail.Stderr = &tailOut, &tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tailDone := make(chan error, 1)
+	go func() { tailDone <- tail.Wait() }()
+	t.Cleanup(func() { _ = tail.Process.Kill(); <-tailDone })
+	testenv.Eventually(t, 30*time.Second, "alerts tail listening", func() bool {
+		return strings.Contains(tailOut.String(), "# listening on")
+	})
+	_ = p.terminate(30 * time.Second)
+
+	f := func(name string, env []string, code int, want ...string) {
+		t.Run(name, func(t *testing.T) {
+			got, out := runPulse(t, bin, append(append(base, "PULSE_HTTP_ADDR="+freeAddr(t)), env...), "serve")
+			if got != code {
+				t.Errorf("exit %d; want %d\n%s", got, code, out)
+			}
+			for _, w := range want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output does not say %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, token) {
+				t.Errorf("the output holds the NATS token:\n%s", out)
+			}
+		})
+	}
+	f("without the CA", []string{"PULSE_NATS_TOKEN_FILE=" + tokenFile}, 1, "connect to NATS", "certificate signed by unknown authority")
+	f("with a wrong token", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_TOKEN_FILE=" + secretFile(t, "wrong", "wrong-"+token)}, 1, "connect to NATS", "uthorization")
+	f("with a missing CA file", []string{"PULSE_NATS_CA=" + filepath.Join(t.TempDir(), "none.pem"), "PULSE_NATS_TOKEN_FILE=" + tokenFile}, 2, "--nats-ca")
+	f("with a missing token file", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_TOKEN_FILE=" + filepath.Join(t.TempDir(), "none")}, 2, "--nats-token-file")
+	f("with a certificate without its key", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_CERT=" + ca.ClientCert}, 2, "key")
+}
+
+// TestServeEmbeddedNATSListen: the embedded NATS on a non-loopback address
+// refuses to start without a token; with one, Pulse connects with it and
+// a client without it cannot publish to pulse.ingest.>.
+func TestServeEmbeddedNATSListen(t *testing.T) {
+	bin := pulseBinary(t, "")
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_ROLES=ingest", "PULSE_NATS_LISTEN=0.0.0.0:" + port,
+		"PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=fleet:" + newSecret("ingtok", 24)}
+
+	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve")
+	if code != 2 || !strings.Contains(out, "--nats-listen") || !strings.Contains(out, "without authentication") {
+		t.Fatalf("serve on 0.0.0.0 without a token: exit %d; want 2 naming --nats-listen\n%s", code, out)
+	}
+
+	token := newSecret("embtok", 24)
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+		"PULSE_NATS_LISTEN_TOKEN_FILE="+secretFile(t, "token", token)), "serve")
+	url := strings.Replace(p.natsURL(), "0.0.0.0", "127.0.0.1", 1)
+	if nc, err := nats.Connect(url); err == nil {
+		err := nc.Publish("pulse.ingest.requests.intruder", []byte(`{}`))
+		if err == nil {
+			err = nc.Flush()
+		}
+		nc.Close()
+		t.Fatalf("a client without the token connected (publish: %v)", err)
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("connect without the token: %v; want an authorization violation", err)
+	}
+	nc, err := nats.Connect(url, nats.Token(token))
+	if err != nil {
+		t.Fatalf("connect with the token: %v", err)
+	}
+	nc.Close()
+	if strings.Contains(p.stderr.String(), token) {
+		t.Error("the token appears in the log")
+	}
+}
