@@ -128,13 +128,43 @@ func parseWithEnv(fs *flag.FlagSet, args []string) error {
 	return parseWithEnvPrefix(fs, "PULSE_", args)
 }
 
+// secretFlags are the flags that carry secrets (tokens, passwords, URLs
+// with credentials). Each also has a _FILE environment twin,
+// PULSE_ADMIN_TOKENS_FILE for --admin-tokens: the path of a file holding
+// the value, the way container platforms mount secrets.
+var secretFlags = map[string]bool{
+	"admin-tokens": true, "ingest-tokens": true, "jwt-secret": true, "database-url": true,
+	"redis-url": true, "clickhouse-dsn": true, "auth-api-key": true, "realtime-url": true,
+	"alert-webhook": true, "alertmanager-url": true, "external": true, "nats-url": true,
+	"token": true, "admin-token": true, // pulse loadtest
+}
+
 // parseWithEnvPrefix is parseWithEnv with the environment twins named
-// prefix + the flag's name in upper case with dashes as underscores.
+// prefix + the flag's name in upper case with dashes as underscores. A
+// secret flag (secretFlags) may instead be read from the file its
+// <twin>_FILE variable names; setting both twins, or naming a file that
+// cannot be read, is a usage error naming the variable and the flag, never
+// the value.
 func parseWithEnvPrefix(fs *flag.FlagSet, prefix string, args []string) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
 		name := prefix + strings.TrimPrefix(envName(f.Name), "PULSE_")
-		if v, ok := os.LookupEnv(name); ok && err == nil {
+		v, ok := os.LookupEnv(name)
+		if path, isFile := os.LookupEnv(name + "_FILE"); isFile && secretFlags[f.Name] {
+			if ok {
+				err = fmt.Errorf("%w: %s and %s_FILE are both set; give --%s one way", errUsage, name, name, f.Name)
+				return
+			}
+			if v, err = readSecretFile(path); err != nil {
+				err = fmt.Errorf("%w: %s_FILE (--%s): %v", errUsage, name, f.Name, err)
+				return
+			}
+			ok = true
+		}
+		if ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%w: %s: %v", errUsage, name, e)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -69,8 +70,10 @@ func TestServeSecureNATS(t *testing.T) {
 	chDSN := "clickhouse://default:@" + hostOf(t, testenv.ClickHouseDSN(), "127.0.0.1:9000") + "/" + store.Database()
 	ingestToken := newSecret("ingtok", 24)
 	tokenFile := secretFile(t, "nats-token", token)
+	// The ClickHouse DSN and the ingest tokens come from files (_FILE twins).
 	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_DATA_DIR=" + t.TempDir(), "PULSE_NATS_URL=" + ns.ClientURL(),
-		"PULSE_CLICKHOUSE_DSN=" + chDSN, "PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=fleet:" + ingestToken}
+		"PULSE_CLICKHOUSE_DSN_FILE=" + secretFile(t, "dsn", chDSN), "PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24),
+		"PULSE_INGEST_TOKENS_FILE=" + secretFile(t, "ingest-tokens", "fleet:"+ingestToken)}
 
 	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_NATS_CA="+ca.CAFile, "PULSE_NATS_TOKEN_FILE="+tokenFile), "serve")
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr()+"/api/admin/system/metrics",
@@ -165,5 +168,44 @@ func TestServeEmbeddedNATSListen(t *testing.T) {
 	nc.Close()
 	if strings.Contains(p.stderr.String(), token) {
 		t.Error("the token appears in the log")
+	}
+}
+
+func TestSecretFileTwins(t *testing.T) {
+	secret := newSecret("jwtsecret", 48)
+	parse := func() (string, string, error) {
+		fs := newFlagSet("x", io.Discard)
+		jwt := fs.String("jwt-secret", "", "")
+		roles := fs.String("roles", "all", "")
+		err := parseWithEnv(fs, nil)
+		return *jwt, *roles, err
+	}
+	t.Setenv("PULSE_JWT_SECRET_FILE", secretFile(t, "jwt", secret)) // with a trailing newline
+	t.Setenv("PULSE_ROLES_FILE", secretFile(t, "roles", "ingest"))  // not a secret flag: no file twin
+	jwt, roles, err := parse()
+	if err != nil || jwt != secret || roles != "all" {
+		t.Errorf("jwt-secret %q, roles %q, err %v; want the file's secret without its newline, all, nil", jwt, roles, err)
+	}
+
+	t.Setenv("PULSE_JWT_SECRET", "also-set-directly-0123456789abcdef")
+	if _, _, err := parse(); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "PULSE_JWT_SECRET_FILE") {
+		t.Errorf("both twins set: err %v; want a usage error naming PULSE_JWT_SECRET_FILE", err)
+	}
+	os.Unsetenv("PULSE_JWT_SECRET")
+
+	t.Setenv("PULSE_JWT_SECRET_FILE", secretFile(t, "empty", "")) // a newline only
+	if _, _, err := parse(); !errors.Is(err, errUsage) {
+		t.Errorf("empty secret file: err %v; want a usage error", err)
+	}
+
+	// A missing file stops pulse serve with exit 2 naming the variable and
+	// the flag.
+	t.Setenv("PULSE_JWT_SECRET_FILE", filepath.Join(t.TempDir(), "missing"))
+	var stderr bytes.Buffer
+	if code := run([]string{"serve"}, io.Discard, &stderr); code != 2 {
+		t.Errorf("serve with a missing PULSE_JWT_SECRET_FILE: exit %d; want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "PULSE_JWT_SECRET_FILE (--jwt-secret)") {
+		t.Errorf("the error does not name the variable and the flag: %s", stderr.String())
 	}
 }
