@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -207,5 +208,42 @@ func TestSecretFileTwins(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "PULSE_JWT_SECRET_FILE (--jwt-secret)") {
 		t.Errorf("the error does not name the variable and the flag: %s", stderr.String())
+	}
+}
+
+// TestServeHTTPS: with --tls-cert/--tls-key an HTTPS client trusting the
+// CA reaches /healthz, plain HTTP does not; a certificate without its key
+// is exit 2.
+func TestServeHTTPS(t *testing.T) {
+	bin := pulseBinary(t, "")
+	ca := testenv.NewCA(t)
+	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_ROLES=ingest", "PULSE_NATS_LISTEN=" + freeAddr(t),
+		"PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=fleet:" + newSecret("ingtok", 24)}
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()),
+		"serve", "--tls-cert", ca.ServerCert, "--tls-key", ca.ServerKey)
+	addr := p.httpAddr()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz over HTTPS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Errorf("GET /healthz over HTTPS: %d, HSTS %q; want 200 with HSTS", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
+	}
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP reached /healthz")
+		}
+	}
+	if _, err := http.DefaultClient.Get("https://" + addr + "/healthz"); err == nil {
+		t.Error("a client without the CA trusted the certificate")
+	}
+
+	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve", "--tls-cert", ca.ServerCert)
+	if code != 2 || !strings.Contains(out, "--tls-cert") {
+		t.Errorf("--tls-cert without --tls-key: exit %d; want 2 naming the flag\n%s", code, out)
 	}
 }

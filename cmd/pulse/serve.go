@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -48,6 +49,9 @@ const defaultHTTPAddr = "127.0.0.1:7480"
 type serveFlags struct {
 	roles           string
 	httpAddr        string
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
 	dataDir         string
 	natsURL         string
 	natsListen      string
@@ -99,6 +103,9 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs := newFlagSet("serve", stderr)
 	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, alerts, or all")
 	fs.StringVar(&f.httpAddr, "http-addr", defaultHTTPAddr, "HTTP listen address; if the default is taken a free port is used")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the HTTP listener; with --tls-key it serves HTTPS only, reloaded when the files change")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CAs whose client certificates the HTTP listener demands (mutual TLS; needs --tls-cert)")
 	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
 	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4322", "listen address of the embedded NATS server; if taken a free port is used")
@@ -226,6 +233,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := tokens.generate(f.dataDir); err != nil {
 		return err
 	}
+	var tlsConfig *tls.Config
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsClientCA != "" {
+		files := httpapi.TLSFiles{CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientCAFile: f.tlsClientCA}
+		if tlsConfig, err = files.Config(log); err != nil {
+			return fmt.Errorf("%w: --tls-cert/--tls-key/--tls-client-ca: %v", errUsage, err)
+		}
+	}
 	natsOpts, err := f.nats.options()
 	if err != nil {
 		return err
@@ -236,7 +250,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --nats-listen-token-file: %v", errUsage, err)
 		}
 	}
-	p := &process{flags: f, natsOpts: natsOpts, embeddedNATS: embedded, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
+	p := &process{flags: f, tls: tlsConfig, natsOpts: natsOpts, embeddedNATS: embedded, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
 	return p.run(ctx)
 }
 
@@ -261,6 +275,7 @@ func parseRoles(s string) (map[string]bool, error) {
 // it runs.
 type process struct {
 	flags        serveFlags
+	tls          *tls.Config          // of the HTTP listener; nil for plain HTTP
 	natsOpts     stream.ClientOptions // for an external NATS
 	embeddedNATS stream.EmbeddedConfig
 	roles        map[string]bool
@@ -451,7 +466,7 @@ func (s *process) connectNATS(ctx context.Context) error {
 // binds the server that serves them.
 func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error) {
 	srv := &httpapi.Server{Addr: s.flags.httpAddr, FallbackToFreePort: s.flags.httpAddr == defaultHTTPAddr,
-		ShutdownTimeout: s.flags.shutdownTimeout, DrainGrace: s.flags.drainGrace, Log: s.log}
+		ShutdownTimeout: s.flags.shutdownTimeout, DrainGrace: s.flags.drainGrace, TLS: s.tls, Log: s.log}
 	s.draining = srv.Draining
 	e, err := s.router(agg)
 	if err != nil {
@@ -462,9 +477,13 @@ func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info().Str("addr", "http://"+addr.String()).Msg("HTTP listening")
+	scheme := "http://"
+	if s.tls != nil {
+		scheme = "https://"
+	}
+	s.log.Info().Str("addr", scheme+addr.String()).Msg("HTTP listening")
 	if s.tokens.generated != nil {
-		printWelcome(s.stdout, addr.String(), s.tokens)
+		printWelcome(s.stdout, scheme+addr.String(), s.tokens)
 	}
 	return srv, nil
 }
@@ -556,8 +575,12 @@ func notifyConfig(f serveFlags) (notify.Config, error) {
 		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
 			host = "127.0.0.1"
 		}
+		scheme := "http://"
+		if f.tlsCert != "" {
+			scheme = "https://"
+		}
 		if err == nil {
-			c.ExternalURL = "http://" + net.JoinHostPort(host, port)
+			c.ExternalURL = scheme + net.JoinHostPort(host, port)
 		}
 	}
 	if err := c.Validate(); err != nil {

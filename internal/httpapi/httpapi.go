@@ -78,8 +78,17 @@ func New(log zerolog.Logger) *echo.Echo {
 		}
 		_ = c.JSON(pe.Status, pe.Body)
 	}
-	e.Use(recoverer(log))
+	e.Use(recoverer(log), securityHeaders)
 	return e
+}
+
+// securityHeaders keeps browsers from guessing content types: every
+// answer is what its Content-Type says.
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set("X-Content-Type-Options", "nosniff")
+		return next(c)
+	}
 }
 
 // recoverer turns a panic in a handler into a logged 500; the process stays up.
@@ -187,8 +196,12 @@ func PrincipalOf(c echo.Context) (auth.Principal, bool) {
 	return p, ok
 }
 
+// guard authenticates the caller of a route of scope. Its answers, and
+// those of the route, are never stored by caches (Cache-Control: no-store):
+// they are for the caller alone.
 func (r *Router) guard(scope auth.Scope, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		c.Response().Header().Set("Cache-Control", "no-store")
 		tok, ok := bearer(c.Request().Header.Get(echo.HeaderAuthorization))
 		if !ok {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="pulse"`)
