@@ -8,10 +8,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -133,4 +135,73 @@ func serial(t testing.TB) *big.Int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TLSProxy listens on a free loopback port with ca's server certificate and
+// forwards each connection, decrypted, to target (say, the plain port of
+// the ClickHouse server or of Redis): a real TLS server in front of a real
+// service. It returns the proxy's address and stops, closing every
+// connection, when the test ends. With clientAuth it demands a client
+// certificate signed by ca.
+func (ca *TestCA) TLSProxy(t testing.TB, target string, clientAuth bool) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ca.ServerTLS(t, clientAuth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if conns == nil {
+			c.Close()
+			return false
+		}
+		conns[c] = struct{}{}
+		return true
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			if !track(in) || !track(out) {
+				in.Close()
+				out.Close()
+				return
+			}
+			pipe := func(dst, src net.Conn) {
+				defer wg.Done()
+				_, _ = io.Copy(dst, src)
+				dst.Close()
+				src.Close()
+			}
+			wg.Add(2)
+			go pipe(out, in)
+			go pipe(in, out)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		conns = nil
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }
