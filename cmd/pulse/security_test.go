@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,9 +218,17 @@ func TestSecretFileTwins(t *testing.T) {
 func TestServeHTTPS(t *testing.T) {
 	bin := pulseBinary(t, "")
 	ca := testenv.NewCA(t)
+	// Redis is reached through a TLS proxy with the same CA (--redis-ca).
+	redisURL, err := url.Parse(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rediss := "rediss://" + ca.TLSProxy(t, redisURL.Host, false) + redisURL.Path
+	fleet, ingestToken := newSecret("fleettls", 12), newSecret("ingtok", 24)
 	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_ROLES=ingest", "PULSE_NATS_LISTEN=" + freeAddr(t),
-		"PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=fleet:" + newSecret("ingtok", 24)}
-	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()),
+		"PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=" + fleet + ":" + ingestToken}
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+		"PULSE_REDIS_URL="+rediss, "PULSE_REDIS_CA="+ca.CAFile, "PULSE_INGEST_RATE_LIMIT=1/hour"),
 		"serve", "--tls-cert", ca.ServerCert, "--tls-key", ca.ServerKey)
 	addr := p.httpAddr()
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
@@ -242,8 +251,33 @@ func TestServeHTTPS(t *testing.T) {
 		t.Error("a client without the CA trusted the certificate")
 	}
 
+	// An ingest call is rate limited in Redis, over TLS.
+	rdb := testenv.Redis(t)
+	key := "pulse:rl:ingest:" + fleet
+	t.Cleanup(func() { rdb.Del(context.Background(), key) })
+	req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/api/admin/system/metrics",
+		strings.NewReader(`{"endpoint":"/api/tls","response_time_ms":12,"status_code":200,"service":"web"}`))
+	req.Header.Set("Authorization", "Bearer "+ingestToken)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := client.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Errorf("ingest over HTTPS: %d; want 202", resp.StatusCode)
+		}
+	}
+	if n, err := rdb.Exists(context.Background(), key).Result(); err != nil || n != 1 {
+		t.Errorf("Redis holds %d rate-limit keys %s (%v); want 1: Redis over TLS unused", n, key, err)
+	}
+
 	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve", "--tls-cert", ca.ServerCert)
 	if code != 2 || !strings.Contains(out, "--tls-cert") {
 		t.Errorf("--tls-cert without --tls-key: exit %d; want 2 naming the flag\n%s", code, out)
+	}
+	code, out = runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+		"PULSE_REDIS_URL="+rediss, "PULSE_REDIS_CA="+ca.ServerKey), "serve")
+	if code != 2 || !strings.Contains(out, "--redis-ca") {
+		t.Errorf("--redis-ca without a certificate: exit %d; want 2 naming the flag\n%s", code, out)
 	}
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -63,6 +65,7 @@ type serveFlags struct {
 	jwt             auth.JWTConfig
 	jwtSecret       string
 	redisURL        string
+	redisCA         string
 	adminLimit      string
 	ingestLimit     string
 	migrate         bool
@@ -118,6 +121,7 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.jwt.Issuer, "jwt-issuer", "", "required iss claim of JWTs, e.g. https://<project>.supabase.co/auth/v1")
 	fs.StringVar(&f.jwt.Audience, "jwt-audience", "", "required aud claim of JWTs, e.g. authenticated")
 	fs.StringVar(&f.redisURL, "redis-url", "", "Redis for rate limits and the response cache, redis://host:6379/0; empty keeps both in process")
+	fs.StringVar(&f.redisCA, "redis-ca", "", "PEM CA certificates of Redis's certificate; turns TLS on (as rediss:// does, which trusts the system's roots)")
 	fs.StringVar(&f.adminLimit, "admin-rate-limit", "60/min", "requests per principal to admin routes")
 	fs.StringVar(&f.ingestLimit, "ingest-rate-limit", "6000/min", "requests per principal to ingest routes")
 	fs.StringVar(&f.probe.DatabaseURL, "database-url", "", "the app's Postgres, probed for health and connections (prefer the env twin)")
@@ -332,6 +336,17 @@ func (s *process) run(ctx context.Context) error {
 		// request its short timeout, not seconds; and the rate-limit script
 		// must not be retried.
 		opt.ContextTimeoutEnabled, opt.MaxRetries = true, -1
+		if s.flags.redisCA != "" {
+			pool, err := readCAFile(s.flags.redisCA)
+			if err != nil {
+				return fmt.Errorf("%w: --redis-ca: %v", errUsage, err)
+			}
+			if opt.TLSConfig == nil {
+				host, _, _ := net.SplitHostPort(opt.Addr)
+				opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+			}
+			opt.TLSConfig.RootCAs = pool
+		}
 		s.redis = redis.NewClient(opt)
 	}
 	if s.roles["aggregator"] || s.roles["query"] || s.roles["alerts"] {
@@ -718,4 +733,17 @@ func statsAggregator(agg *aggregator.Aggregator) stats.Aggregator {
 		return nil
 	}
 	return agg
+}
+
+// readCAFile reads PEM CA certificates into a pool.
+func readCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
