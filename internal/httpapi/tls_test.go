@@ -136,4 +136,16 @@ func TestSecurityHeaders(t *testing.T) {
 	f("/admin", "", http.StatusUnauthorized, "no-store")
 	f("/admin", "Bearer "+ingestToken, http.StatusForbidden, "no-store")
 	f("/nowhere", "", http.StatusNotFound, "")
+
+	// HTML answers get the content security policy, others do not.
+	s.r.Handle(http.MethodGet, "/page", Public, func(c echo.Context) error { return c.HTML(http.StatusOK, "<p>hi</p>") })
+	s.r.Handle(http.MethodGet, "/own", Public, func(c echo.Context) error {
+		c.Response().Header().Set("Content-Security-Policy", "default-src 'none'")
+		return c.HTML(http.StatusOK, "<p>hi</p>")
+	})
+	for path, want := range map[string]string{"/page": ContentSecurityPolicy, "/own": "default-src 'none'", "/public": ""} {
+		if got := s.do(http.MethodGet, path, "").Header().Get("Content-Security-Policy"); got != want {
+			t.Errorf("GET %s: Content-Security-Policy %q; want %q", path, got, want)
+		}
+	}
 }
