@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -316,4 +317,23 @@ func readSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return s, nil
+}
+
+// withClickHouseCA is dsn with --clickhouse-ca as its ca= option (TLS with
+// a private CA); a chdb: DSN takes none.
+func withClickHouseCA(dsn, ca string) (string, error) {
+	if ca == "" {
+		return dsn, nil
+	}
+	if _, err := os.ReadFile(ca); err != nil {
+		return "", fmt.Errorf("%w: --clickhouse-ca: %v", errUsage, err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme != "clickhouse" {
+		return "", fmt.Errorf("%w: --clickhouse-ca needs a clickhouse:// DSN", errUsage)
+	}
+	q := u.Query()
+	q.Set("ca", ca)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }

@@ -68,13 +68,20 @@ func TestServeSecureNATS(t *testing.T) {
 	if !strings.HasPrefix(ns.ClientURL(), "tls://") {
 		t.Fatalf("NATS client URL %s; want tls://", ns.ClientURL())
 	}
+	// ClickHouse is reached over TLS too, through a proxy with the same CA.
 	store := testenv.ClickHouse(t)
-	chDSN := "clickhouse://default:@" + hostOf(t, testenv.ClickHouseDSN(), "127.0.0.1:9000") + "/" + store.Database()
+	chDSN := "clickhouse://default:@" + ca.TLSProxy(t, hostOf(t, testenv.ClickHouseDSN(), "127.0.0.1:9000"), false) + "/" + store.Database()
+	if code, out := runPulse(t, bin, nil, "migrate", "--clickhouse-dsn", chDSN, "--clickhouse-ca", ca.CAFile); code != 0 {
+		t.Fatalf("migrate over TLS: exit %d\n%s", code, out)
+	}
+	if code, out := runPulse(t, bin, nil, "migrate", "--clickhouse-dsn", chDSN); code != 1 {
+		t.Errorf("migrate to a TLS port without TLS: exit %d; want 1\n%s", code, out)
+	}
 	ingestToken := newSecret("ingtok", 24)
 	tokenFile := secretFile(t, "nats-token", token)
 	// The ClickHouse DSN and the ingest tokens come from files (_FILE twins).
 	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_DATA_DIR=" + t.TempDir(), "PULSE_NATS_URL=" + ns.ClientURL(),
-		"PULSE_CLICKHOUSE_DSN_FILE=" + secretFile(t, "dsn", chDSN), "PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24),
+		"PULSE_CLICKHOUSE_DSN_FILE=" + secretFile(t, "dsn", chDSN), "PULSE_CLICKHOUSE_CA=" + ca.CAFile, "PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24),
 		"PULSE_INGEST_TOKENS_FILE=" + secretFile(t, "ingest-tokens", "fleet:"+ingestToken)}
 
 	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_NATS_CA="+ca.CAFile, "PULSE_NATS_TOKEN_FILE="+tokenFile), "serve")

@@ -60,6 +60,7 @@ type serveFlags struct {
 	natsListenToken string // file
 	nats            natsFlags
 	clickhouseDSN   string
+	clickhouseCA    string
 	adminTokens     string
 	ingestTokens    string
 	jwt             auth.JWTConfig
@@ -115,6 +116,7 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.natsListenToken, "nats-listen-token-file", "", "file holding the token the embedded NATS demands of every client; required when --nats-listen is not loopback")
 	f.nats.register(fs)
 	fs.StringVar(&f.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded; default chdb:<data-dir>/chdb)")
+	fs.StringVar(&f.clickhouseCA, "clickhouse-ca", "", "PEM CA certificates of the ClickHouse server's certificate; turns TLS on (the DSN's ca= option)")
 	fs.StringVar(&f.adminTokens, "admin-tokens", "", "admin bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.ingestTokens, "ingest-tokens", "", "ingest bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.jwtSecret, "jwt-secret", "", "HS256 secret of Supabase-compatible admin JWTs (at least 32 bytes; prefer the env twin)")
@@ -189,6 +191,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if f.clickhouseDSN == "" {
 		f.clickhouseDSN = "chdb:" + filepath.Join(f.dataDir, "chdb")
+	}
+	if f.clickhouseDSN, err = withClickHouseCA(f.clickhouseDSN, f.clickhouseCA); err != nil {
+		return err
 	}
 	tokens, err := parseTokens(f.adminTokens, f.ingestTokens)
 	if err != nil {
