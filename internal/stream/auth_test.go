@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -176,5 +177,69 @@ func TestRunEmbeddedAuthentication(t *testing.T) {
 	}
 	if _, err := nats.Connect(url, nats.Token("wrong-token-0123456")); !errors.Is(err, nats.ErrAuthorization) {
 		t.Errorf("connect with a wrong token: %v; want an authorization violation", err)
+	}
+}
+
+// TestConnectCredsFile: a .creds file (user JWT + nkey seed) of an account
+// the operator-mode server trusts gets in; one of an unknown account does
+// not.
+func TestConnectCredsFile(t *testing.T) {
+	op, _ := nkeys.CreateOperator()
+	opPub, _ := op.PublicKey()
+	opJWT, err := jwt.NewOperatorClaims(opPub).Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opClaims, err := jwt.DecodeOperatorClaims(opJWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := func(acc nkeys.KeyPair) string {
+		t.Helper()
+		user, _ := nkeys.CreateUser()
+		userPub, _ := user.PublicKey()
+		seed, _ := user.Seed()
+		userJWT, err := jwt.NewUserClaims(userPub).Encode(acc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := jwt.FormatUserConfig(userJWT, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return writeFile(t, "user.creds", string(b))
+	}
+	acc, _ := nkeys.CreateAccount()
+	accPub, _ := acc.PublicKey()
+	accJWT, err := jwt.NewAccountClaims(accPub).Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(accPub, accJWT); err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.NATSWith(t, func(o *server.Options) {
+		o.JetStream = false
+		o.TrustedOperators = []*jwt.OperatorClaims{opClaims}
+		o.AccountResolver = resolver
+	})
+
+	nc, err := stream.Connect(ns.ClientURL(), "creds-test", stream.ClientOptions{CredsFile: creds(acc)}, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("connect with the creds file: %v", err)
+	}
+	if err := nc.Publish(stream.SubjectHealth+"creds", nil); err != nil {
+		t.Error(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Errorf("flush: %v", err)
+	}
+	nc.Close()
+
+	unknown, _ := nkeys.CreateAccount()
+	if nc, err := stream.Connect(ns.ClientURL(), "creds-test", stream.ClientOptions{CredsFile: creds(unknown)}, zerolog.Nop()); err == nil {
+		nc.Close()
+		t.Error("connected with the creds of an unknown account")
 	}
 }
