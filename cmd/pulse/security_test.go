@@ -288,3 +288,19 @@ func TestServeHTTPS(t *testing.T) {
 		t.Errorf("--redis-ca without a certificate: exit %d; want 2 naming the flag\n%s", code, out)
 	}
 }
+
+// TestNATSFlagsMismatch: NATS client flags without --nats-url, or the
+// embedded server's token file with it, are usage errors, not ignored.
+func TestNATSFlagsMismatch(t *testing.T) {
+	token := secretFile(t, "token", newSecret("tok", 24))
+	f := func(want string, args ...string) {
+		t.Helper()
+		var stderr bytes.Buffer
+		args = append([]string{"serve", "--data-dir", t.TempDir(), "--http-addr", freeAddr(t)}, args...)
+		if code := run(args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("pulse %v: exit %d, %q; want 2 saying %q", args, code, stderr.String(), want)
+		}
+	}
+	f("are for --nats-url", "--nats-token-file", token)
+	f("is for the embedded NATS", "--nats-url", "nats://127.0.0.1:1", "--nats-listen-token-file", token)
+}

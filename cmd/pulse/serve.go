@@ -234,14 +234,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: rate limit %q: %v", errUsage, *l, err)
 		}
 	}
-	release, err := lockDataDir(f.dataDir, f.natsURL == "" || strings.HasPrefix(f.clickhouseDSN, "chdb:"))
-	if err != nil {
-		return err
-	}
-	defer release()
-	if err := tokens.generate(f.dataDir); err != nil {
-		return err
-	}
 	var tlsConfig *tls.Config
 	if f.tlsCert != "" || f.tlsKey != "" || f.tlsClientCA != "" {
 		files := httpapi.TLSFiles{CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientCAFile: f.tlsClientCA}
@@ -253,11 +245,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	switch {
+	case f.natsURL == "" && natsOpts != (stream.ClientOptions{}):
+		return fmt.Errorf("%w: the NATS credential and TLS flags are for --nats-url; the embedded NATS takes --nats-listen-token-file", errUsage)
+	case f.natsURL != "" && f.natsListenToken != "":
+		return fmt.Errorf("%w: --nats-listen-token-file is for the embedded NATS; with --nats-url use --nats-token-file", errUsage)
+	}
 	embedded := stream.EmbeddedConfig{Listen: f.natsListen, StoreDir: filepath.Join(f.dataDir, "nats")}
 	if f.natsListenToken != "" {
 		if embedded.Token, err = readSecretFile(f.natsListenToken); err != nil {
 			return fmt.Errorf("%w: --nats-listen-token-file: %v", errUsage, err)
 		}
+	}
+	release, err := lockDataDir(f.dataDir, f.natsURL == "" || strings.HasPrefix(f.clickhouseDSN, "chdb:"))
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := tokens.generate(f.dataDir); err != nil {
+		return err
 	}
 	p := &process{flags: f, tls: tlsConfig, natsOpts: natsOpts, embeddedNATS: embedded, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
 	return p.run(ctx)
