@@ -335,6 +335,7 @@ func (s *process) streamMetrics() {
 
 func (s *process) run(ctx context.Context) error {
 	defer s.close()
+	s.metrics = metrics.New()
 	if err := s.connectNATS(ctx); err != nil {
 		return err
 	}
@@ -374,7 +375,6 @@ func (s *process) run(ctx context.Context) error {
 		s.log.Info().Str("backend", store.Kind()).Str("version", store.Version().String()).Str("database", store.Database()).Msg("ClickHouse ready")
 	}
 
-	s.metrics = metrics.New()
 	s.streamMetrics()
 	// Every process samples its own host; the query role probes the
 	// platform's components (one role, so that they are probed once).
@@ -475,6 +475,7 @@ func (s *process) connectNATS(ctx context.Context) error {
 		url, opts = ns.ClientURL(), s.embeddedNATS.ClientOptions()
 		s.log.Info().Str("url", url).Bool("authentication", opts.Token != "").Msg("embedded NATS server with JetStream is listening")
 	}
+	opts.Registerer = s.metrics.Registerer()
 	nc, err := stream.Connect(url, "pulse", opts, s.log)
 	if err != nil {
 		return err

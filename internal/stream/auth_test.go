@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/stream"
@@ -241,5 +242,50 @@ func TestConnectCredsFile(t *testing.T) {
 	if nc, err := stream.Connect(ns.ClientURL(), "creds-test", stream.ClientOptions{CredsFile: creds(unknown)}, zerolog.Nop()); err == nil {
 		nc.Close()
 		t.Error("connected with the creds of an unknown account")
+	}
+}
+
+// TestConnectCountsRefusals: when the server stops accepting Pulse's
+// credential (the token changed), the connection is not CONNECTED (what
+// /readyz reports) and pulse_nats_errors_total{kind="auth"} counts the
+// refused reconnects.
+func TestConnectCountsRefusals(t *testing.T) {
+	var opts *server.Options
+	ns := testenv.NATSWith(t, func(o *server.Options) {
+		o.JetStream = false
+		o.Authorization = "first-token-for-tests"
+		opts = o
+	})
+	reg := prometheus.NewRegistry()
+	nc, err := stream.Connect(ns.ClientURL(), "refusal-test", stream.ClientOptions{Token: "first-token-for-tests", Registerer: reg}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	authErrors := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if mf.GetName() == "pulse_nats_errors_total" && m.GetLabel()[0].GetValue() == "auth" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	if n := authErrors(); n != 0 {
+		t.Fatalf("auth errors %v before any refusal; want 0", n)
+	}
+	changed := opts.Clone()
+	changed.Authorization = "second-token-for-tests"
+	if err := ns.ReloadOptions(changed); err != nil {
+		t.Fatalf("reload NATS with another token: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, "a refused reconnect counted", func() bool { return authErrors() > 0 })
+	if st := nc.Status(); st == nats.CONNECTED {
+		t.Errorf("status %v after the credential was refused; want not connected", st)
 	}
 }

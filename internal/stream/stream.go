@@ -5,6 +5,8 @@ package stream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -183,6 +186,12 @@ type ClientOptions struct {
 	CAFile    string // PEM CA certificates that sign the server's certificate; implies TLS
 	CertFile  string // PEM client certificate for mutual TLS, with KeyFile
 	KeyFile   string
+
+	// Registerer, when set, receives pulse_nats_errors_total{kind}: failed
+	// reconnects and errors the server reports, by kind "auth" (a refused,
+	// expired or revoked credential, a denied permission), "tls" (a
+	// certificate not trusted) or "other".
+	Registerer prometheus.Registerer
 }
 
 // Validate reports conflicting options: at most one credential, and a
@@ -240,6 +249,15 @@ func Connect(url, name string, o ClientOptions, log zerolog.Logger) (*nats.Conn,
 	if err != nil {
 		return nil, err
 	}
+	errs, err := errorCounter(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	count := func(err error) {
+		if errs != nil && err != nil {
+			errs.WithLabelValues(errorKind(err)).Inc()
+		}
+	}
 	opts = append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -251,7 +269,14 @@ func Connect(url, name string, o ClientOptions, log zerolog.Logger) (*nats.Conn,
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("reconnected to NATS") }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			count(err)
+			if errorKind(err) != "other" {
+				log.Warn().Err(err).Msg("NATS refused to reconnect")
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			count(err)
 			log.Warn().Err(err).Msg("NATS error")
 		}),
 	)
@@ -260,6 +285,42 @@ func Connect(url, name string, o ClientOptions, log zerolog.Logger) (*nats.Conn,
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	return nc, nil
+}
+
+// errorCounter registers pulse_nats_errors_total on reg, or finds it
+// registered by an earlier connection; nil without reg.
+func errorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_nats_errors_total",
+		Help: "NATS connection errors: failed reconnects and errors the server reported, by kind (auth, tls, other).",
+	}, []string{"kind"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("register NATS metrics: %w", err)
+		}
+		return are.ExistingCollector.(*prometheus.CounterVec), nil
+	}
+	return c, nil
+}
+
+// errorKind sorts a NATS connection error for pulse_nats_errors_total.
+func errorKind(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
+		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrPermissionViolation):
+		return "auth"
+	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &hostname), errors.As(err, &verify):
+		return "tls"
+	}
+	return "other"
 }
 
 // Drain drains nc (its subscriptions stop taking messages and finish the
