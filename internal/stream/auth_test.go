@@ -284,8 +284,11 @@ func TestConnectCountsRefusals(t *testing.T) {
 	if err := ns.ReloadOptions(changed); err != nil {
 		t.Fatalf("reload NATS with another token: %v", err)
 	}
-	testenv.Eventually(t, 10*time.Second, "a refused reconnect counted", func() bool { return authErrors() > 0 })
+	testenv.Eventually(t, 10*time.Second, "a refusal counted", func() bool { return authErrors() > 0 })
+	// Refused again on every attempt: the connection stays away.
+	testenv.Eventually(t, 10*time.Second, "the connection away", func() bool { return nc.Status() != nats.CONNECTED })
+	testenv.Eventually(t, 10*time.Second, "refused reconnects counted", func() bool { return authErrors() >= 2 })
 	if st := nc.Status(); st == nats.CONNECTED {
-		t.Errorf("status %v after the credential was refused; want not connected", st)
+		t.Errorf("status %v after the credential was refused again; want not connected", st)
 	}
 }
