@@ -174,10 +174,10 @@ func randomToken() string {
 
 // printWelcome shows the generated tokens, where they are kept, and how to
 // send a first event. It goes to stdout, never to the log.
-func printWelcome(w io.Writer, addr string, ts tokenSet) {
+func printWelcome(w io.Writer, baseURL string, ts tokenSet) {
 	admin, ingest := ts.generated[auth.ScopeAdmin], ts.generated[auth.ScopeIngest]
 	fmt.Fprintf(w, `
-Pulse is running at http://%[1]s. No tokens were configured, so it uses the ones it generated,
+Pulse is running at %[1]s. No tokens were configured, so it uses the ones it generated,
 kept in %[4]s (mode 0600; reused on restart, delete the file for new ones;
 set PULSE_ADMIN_TOKENS and PULSE_INGEST_TOKENS to choose your own):
 
@@ -188,13 +188,13 @@ set PULSE_ADMIN_TOKENS and PULSE_INGEST_TOKENS to choose your own):
 
 Send three events:
 
-  curl -sS -X POST http://%[1]s/api/admin/system/metrics \
+  curl -sS -X POST %[1]s/api/admin/system/metrics \
     -H "Authorization: Bearer $INGEST_TOKEN" -H 'Content-Type: application/x-ndjson' \
     --data-binary $'{"endpoint":"/api/clients/1","response_time_ms":42,"status_code":200,"service":"web"}\n{"endpoint":"/api/forms","response_time_ms":130.5,"status_code":201,"service":"web","method":"POST"}\n{"endpoint":"/api/payments","response_time_ms":5400,"status_code":502,"service":"api","error_message":"upstream timeout"}'
 
 See them stored:
 
-  curl -sS http://%[1]s/api/admin/system/stats -H "Authorization: Bearer $ADMIN_TOKEN"
+  curl -sS %[1]s/api/admin/system/stats -H "Authorization: Bearer $ADMIN_TOKEN"
 
-`, addr, admin, ingest, ts.file)
+`, baseURL, admin, ingest, ts.file)
 }

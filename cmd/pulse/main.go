@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -128,13 +129,43 @@ func parseWithEnv(fs *flag.FlagSet, args []string) error {
 	return parseWithEnvPrefix(fs, "PULSE_", args)
 }
 
+// secretFlags are the flags that carry secrets (tokens, passwords, URLs
+// with credentials). Each also has a _FILE environment twin,
+// PULSE_ADMIN_TOKENS_FILE for --admin-tokens: the path of a file holding
+// the value, the way container platforms mount secrets.
+var secretFlags = map[string]bool{
+	"admin-tokens": true, "ingest-tokens": true, "jwt-secret": true, "database-url": true,
+	"redis-url": true, "clickhouse-dsn": true, "auth-api-key": true, "realtime-url": true,
+	"alert-webhook": true, "alertmanager-url": true, "external": true, "nats-url": true,
+	"token": true, "admin-token": true, // pulse loadtest
+}
+
 // parseWithEnvPrefix is parseWithEnv with the environment twins named
-// prefix + the flag's name in upper case with dashes as underscores.
+// prefix + the flag's name in upper case with dashes as underscores. A
+// secret flag (secretFlags) may instead be read from the file its
+// <twin>_FILE variable names; setting both twins, or naming a file that
+// cannot be read, is a usage error naming the variable and the flag, never
+// the value.
 func parseWithEnvPrefix(fs *flag.FlagSet, prefix string, args []string) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
 		name := prefix + strings.TrimPrefix(envName(f.Name), "PULSE_")
-		if v, ok := os.LookupEnv(name); ok && err == nil {
+		v, ok := os.LookupEnv(name)
+		if path, isFile := os.LookupEnv(name + "_FILE"); isFile && secretFlags[f.Name] {
+			if ok {
+				err = fmt.Errorf("%w: %s and %s_FILE are both set; give --%s one way", errUsage, name, name, f.Name)
+				return
+			}
+			if v, err = readSecretFile(path); err != nil {
+				err = fmt.Errorf("%w: %s_FILE (--%s): %v", errUsage, name, f.Name, err)
+				return
+			}
+			ok = true
+		}
+		if ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%w: %s: %v", errUsage, name, e)
 			}
@@ -211,17 +242,98 @@ func alertsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	url := fs.String("nats-url", "nats://127.0.0.1:4322", "NATS of the Pulse to watch")
 	sev := fs.String("severity", "", "only these severities, comma-separated: info, warning, critical, page")
 	firing := fs.Bool("firing", false, "first print the alerts firing now (alerts announce only changes)")
+	var nf natsFlags
+	nf.register(fs)
 	if err := parseWithEnv(fs, args[1:]); err != nil {
+		return err
+	}
+	opts, err := nf.options()
+	if err != nil {
 		return err
 	}
 	var sevs []string
 	if *sev != "" {
 		sevs = strings.Split(*sev, ",")
 	}
-	nc, err := stream.Connect(*url, "pulse-alerts-tail", zerolog.Nop())
+	nc, err := stream.Connect(*url, "pulse-alerts-tail", opts, zerolog.Nop())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: sevs, Firing: *firing}, stdout)
+}
+
+// natsFlags are the credentials and TLS settings of Pulse's NATS
+// connections; every command that connects to NATS registers them.
+type natsFlags struct {
+	creds, nkey, tokenFile, ca, cert, key string
+}
+
+func (n *natsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&n.creds, "nats-creds", "", "NATS credentials file (user JWT and nkey seed)")
+	fs.StringVar(&n.nkey, "nats-nkey", "", "file holding the NATS user's nkey seed")
+	fs.StringVar(&n.tokenFile, "nats-token-file", "", "file holding the NATS authorization token")
+	fs.StringVar(&n.ca, "nats-ca", "", "PEM CA certificates that sign the NATS server's certificate (turns TLS on)")
+	fs.StringVar(&n.cert, "nats-cert", "", "PEM client certificate for mutual TLS with NATS (with --nats-key)")
+	fs.StringVar(&n.key, "nats-key", "", "PEM key of --nats-cert")
+}
+
+// options checks that every file named is readable and reads the token: a
+// missing or unreadable file is a usage error naming the flag.
+func (n natsFlags) options() (stream.ClientOptions, error) {
+	for _, f := range []struct{ flag, path string }{
+		{"nats-creds", n.creds}, {"nats-nkey", n.nkey}, {"nats-ca", n.ca}, {"nats-cert", n.cert}, {"nats-key", n.key},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			return stream.ClientOptions{}, fmt.Errorf("%w: --%s: %v", errUsage, f.flag, err)
+		}
+	}
+	o := stream.ClientOptions{CredsFile: n.creds, NKeyFile: n.nkey, CAFile: n.ca, CertFile: n.cert, KeyFile: n.key}
+	if n.tokenFile != "" {
+		tok, err := readSecretFile(n.tokenFile)
+		if err != nil {
+			return o, fmt.Errorf("%w: --nats-token-file: %v", errUsage, err)
+		}
+		o.Token = tok
+	}
+	if err := o.Validate(); err != nil {
+		return o, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return o, nil
+}
+
+// readSecretFile reads a secret from a file, without the line ending an
+// editor or `echo` leaves; an empty file is an error.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// withClickHouseCA is dsn with --clickhouse-ca as its ca= option (TLS with
+// a private CA); a chdb: DSN takes none.
+func withClickHouseCA(dsn, ca string) (string, error) {
+	if ca == "" {
+		return dsn, nil
+	}
+	if _, err := os.ReadFile(ca); err != nil {
+		return "", fmt.Errorf("%w: --clickhouse-ca: %v", errUsage, err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme != "clickhouse" {
+		return "", fmt.Errorf("%w: --clickhouse-ca needs a clickhouse:// DSN", errUsage)
+	}
+	q := u.Query()
+	q.Set("ca", ca)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }

@@ -12,6 +12,7 @@ import (
 func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", stderr)
 	dsn := fs.String("clickhouse-dsn", "chdb:data/chdb", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded)")
+	ca := fs.String("clickhouse-ca", "", "PEM CA certificates of the ClickHouse server's certificate; turns TLS on")
 	var lf logFlags
 	lf.register(fs)
 	ret := retentionFlags(fs)
@@ -24,6 +25,9 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	r, err := ret()
 	if err != nil {
+		return err
+	}
+	if *dsn, err = withClickHouseCA(*dsn, *ca); err != nil {
 		return err
 	}
 	store, err := chstore.Open(ctx, *dsn, log)

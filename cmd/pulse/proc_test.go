@@ -132,7 +132,8 @@ func (p *proc) logLines() []map[string]any {
 func (p *proc) httpAddr() string {
 	for _, l := range p.logLines() {
 		if l["message"] == "HTTP listening" {
-			return strings.TrimPrefix(fmt.Sprint(l["addr"]), "http://")
+			addr := strings.TrimPrefix(fmt.Sprint(l["addr"]), "http://")
+			return strings.TrimPrefix(addr, "https://")
 		}
 	}
 	p.t.Fatalf("no HTTP address in the log:\n%s", p.stderr.String())

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -49,15 +52,22 @@ const defaultHTTPAddr = "127.0.0.1:7480"
 type serveFlags struct {
 	roles           string
 	httpAddr        string
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
 	dataDir         string
 	natsURL         string
 	natsListen      string
+	natsListenToken string // file
+	nats            natsFlags
 	clickhouseDSN   string
+	clickhouseCA    string
 	adminTokens     string
 	ingestTokens    string
 	jwt             auth.JWTConfig
 	jwtSecret       string
 	redisURL        string
+	redisCA         string
 	adminLimit      string
 	ingestLimit     string
 	migrate         bool
@@ -98,16 +108,23 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs := newFlagSet("serve", stderr)
 	fs.StringVar(&f.roles, "roles", "all", "roles to run, comma-separated: ingest, aggregator, query, alerts, or all")
 	fs.StringVar(&f.httpAddr, "http-addr", defaultHTTPAddr, "HTTP listen address; if the default is taken a free port is used")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the HTTP listener; with --tls-key it serves HTTPS only, reloaded when the files change")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CAs whose client certificates the HTTP listener demands (mutual TLS; needs --tls-cert)")
 	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
 	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4322", "listen address of the embedded NATS server; if taken a free port is used")
+	fs.StringVar(&f.natsListenToken, "nats-listen-token-file", "", "file holding the token the embedded NATS demands of every client; required when --nats-listen is not loopback")
+	f.nats.register(fs)
 	fs.StringVar(&f.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded; default chdb:<data-dir>/chdb)")
+	fs.StringVar(&f.clickhouseCA, "clickhouse-ca", "", "PEM CA certificates of the ClickHouse server's certificate; turns TLS on (the DSN's ca= option)")
 	fs.StringVar(&f.adminTokens, "admin-tokens", "", "admin bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.ingestTokens, "ingest-tokens", "", "ingest bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.jwtSecret, "jwt-secret", "", "HS256 secret of Supabase-compatible admin JWTs (at least 32 bytes; prefer the env twin)")
 	fs.StringVar(&f.jwt.Issuer, "jwt-issuer", "", "required iss claim of JWTs, e.g. https://<project>.supabase.co/auth/v1")
 	fs.StringVar(&f.jwt.Audience, "jwt-audience", "", "required aud claim of JWTs, e.g. authenticated")
 	fs.StringVar(&f.redisURL, "redis-url", "", "Redis for rate limits and the response cache, redis://host:6379/0; empty keeps both in process")
+	fs.StringVar(&f.redisCA, "redis-ca", "", "PEM CA certificates of Redis's certificate; turns TLS on (as rediss:// does, which trusts the system's roots)")
 	fs.StringVar(&f.adminLimit, "admin-rate-limit", "60/min", "requests per principal to admin routes")
 	fs.StringVar(&f.ingestLimit, "ingest-rate-limit", "6000/min", "requests per principal to ingest routes")
 	fs.StringVar(&f.probe.DatabaseURL, "database-url", "", "the app's Postgres, probed for health and connections (prefer the env twin)")
@@ -176,6 +193,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if f.clickhouseDSN == "" {
 		f.clickhouseDSN = "chdb:" + filepath.Join(f.dataDir, "chdb")
 	}
+	if f.clickhouseDSN, err = withClickHouseCA(f.clickhouseDSN, f.clickhouseCA); err != nil {
+		return err
+	}
 	tokens, err := parseTokens(f.adminTokens, f.ingestTokens)
 	if err != nil {
 		return err
@@ -215,6 +235,29 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: rate limit %q: %v", errUsage, *l, err)
 		}
 	}
+	var tlsConfig *tls.Config
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsClientCA != "" {
+		files := httpapi.TLSFiles{CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientCAFile: f.tlsClientCA}
+		if tlsConfig, err = files.Config(log); err != nil {
+			return fmt.Errorf("%w: --tls-cert/--tls-key/--tls-client-ca: %v", errUsage, err)
+		}
+	}
+	natsOpts, err := f.nats.options()
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.natsURL == "" && natsOpts != (stream.ClientOptions{}):
+		return fmt.Errorf("%w: the NATS credential and TLS flags are for --nats-url; the embedded NATS takes --nats-listen-token-file", errUsage)
+	case f.natsURL != "" && f.natsListenToken != "":
+		return fmt.Errorf("%w: --nats-listen-token-file is for the embedded NATS; with --nats-url use --nats-token-file", errUsage)
+	}
+	embedded := stream.EmbeddedConfig{Listen: f.natsListen, StoreDir: filepath.Join(f.dataDir, "nats")}
+	if f.natsListenToken != "" {
+		if embedded.Token, err = readSecretFile(f.natsListenToken); err != nil {
+			return fmt.Errorf("%w: --nats-listen-token-file: %v", errUsage, err)
+		}
+	}
 	release, err := lockDataDir(f.dataDir, f.natsURL == "" || strings.HasPrefix(f.clickhouseDSN, "chdb:"))
 	if err != nil {
 		return err
@@ -223,7 +266,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := tokens.generate(f.dataDir); err != nil {
 		return err
 	}
-	p := &process{flags: f, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
+	p := &process{flags: f, tls: tlsConfig, natsOpts: natsOpts, embeddedNATS: embedded, roles: roles, retention: retention, tokens: tokens, authn: authn, rules: ruleSet, log: log, stdout: stdout}
 	return p.run(ctx)
 }
 
@@ -247,14 +290,17 @@ func parseRoles(s string) (map[string]bool, error) {
 // process is one `pulse serve` process: the clients it built and the roles
 // it runs.
 type process struct {
-	flags     serveFlags
-	roles     map[string]bool
-	retention schema.Retention
-	tokens    tokenSet
-	authn     auth.Authenticator
-	rules     *rules.Set
-	log       zerolog.Logger
-	stdout    io.Writer
+	flags        serveFlags
+	tls          *tls.Config          // of the HTTP listener; nil for plain HTTP
+	natsOpts     stream.ClientOptions // for an external NATS
+	embeddedNATS stream.EmbeddedConfig
+	roles        map[string]bool
+	retention    schema.Retention
+	tokens       tokenSet
+	authn        auth.Authenticator
+	rules        *rules.Set
+	log          zerolog.Logger
+	stdout       io.Writer
 
 	embedded  *server.Server
 	nc        *nats.Conn
@@ -290,6 +336,7 @@ func (s *process) streamMetrics() {
 
 func (s *process) run(ctx context.Context) error {
 	defer s.close()
+	s.metrics = metrics.New()
 	if err := s.connectNATS(ctx); err != nil {
 		return err
 	}
@@ -302,6 +349,17 @@ func (s *process) run(ctx context.Context) error {
 		// request its short timeout, not seconds; and the rate-limit script
 		// must not be retried.
 		opt.ContextTimeoutEnabled, opt.MaxRetries = true, -1
+		if s.flags.redisCA != "" {
+			pool, err := readCAFile(s.flags.redisCA)
+			if err != nil {
+				return fmt.Errorf("%w: --redis-ca: %v", errUsage, err)
+			}
+			if opt.TLSConfig == nil {
+				host, _, _ := net.SplitHostPort(opt.Addr)
+				opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+			}
+			opt.TLSConfig.RootCAs = pool
+		}
 		s.redis = redis.NewClient(opt)
 	}
 	if s.roles["aggregator"] || s.roles["query"] || s.roles["alerts"] {
@@ -318,7 +376,6 @@ func (s *process) run(ctx context.Context) error {
 		s.log.Info().Str("backend", store.Kind()).Str("version", store.Version().String()).Str("database", store.Database()).Msg("ClickHouse ready")
 	}
 
-	s.metrics = metrics.New()
 	s.streamMetrics()
 	// Every process samples its own host; the query role probes the
 	// platform's components (one role, so that they are probed once).
@@ -406,20 +463,21 @@ func (s *process) run(ctx context.Context) error {
 // connectNATS starts the embedded server when no URL is given, connects,
 // and makes sure the streams exist.
 func (s *process) connectNATS(ctx context.Context) error {
-	url := s.flags.natsURL
+	url, opts := s.flags.natsURL, s.natsOpts
 	if url == "" {
-		ns, err := stream.RunEmbedded(stream.EmbeddedConfig{
-			Listen:   s.flags.natsListen,
-			StoreDir: filepath.Join(s.flags.dataDir, "nats"),
-		}, s.log)
+		ns, err := stream.RunEmbedded(s.embeddedNATS, s.log)
+		if errors.Is(err, stream.ErrUnauthenticatedListen) {
+			return fmt.Errorf("%w: --nats-listen: %v", errUsage, err)
+		}
 		if err != nil {
 			return err
 		}
 		s.embedded = ns
-		url = ns.ClientURL()
-		s.log.Info().Str("url", url).Msg("embedded NATS server with JetStream is listening")
+		url, opts = ns.ClientURL(), s.embeddedNATS.ClientOptions()
+		s.log.Info().Str("url", url).Bool("authentication", opts.Token != "").Msg("embedded NATS server with JetStream is listening")
 	}
-	nc, err := stream.Connect(url, "pulse", s.log)
+	opts.Registerer = s.metrics.Registerer()
+	nc, err := stream.Connect(url, "pulse", opts, s.log)
 	if err != nil {
 		return err
 	}
@@ -436,7 +494,7 @@ func (s *process) connectNATS(ctx context.Context) error {
 // binds the server that serves them.
 func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error) {
 	srv := &httpapi.Server{Addr: s.flags.httpAddr, FallbackToFreePort: s.flags.httpAddr == defaultHTTPAddr,
-		ShutdownTimeout: s.flags.shutdownTimeout, DrainGrace: s.flags.drainGrace, Log: s.log}
+		ShutdownTimeout: s.flags.shutdownTimeout, DrainGrace: s.flags.drainGrace, TLS: s.tls, Log: s.log}
 	s.draining = srv.Draining
 	e, err := s.router(agg)
 	if err != nil {
@@ -447,9 +505,13 @@ func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info().Str("addr", "http://"+addr.String()).Msg("HTTP listening")
+	scheme := "http://"
+	if s.tls != nil {
+		scheme = "https://"
+	}
+	s.log.Info().Str("addr", scheme+addr.String()).Msg("HTTP listening")
 	if s.tokens.generated != nil {
-		printWelcome(s.stdout, addr.String(), s.tokens)
+		printWelcome(s.stdout, scheme+addr.String(), s.tokens)
 	}
 	return srv, nil
 }
@@ -542,8 +604,12 @@ func notifyConfig(f serveFlags) (notify.Config, error) {
 		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
 			host = "127.0.0.1"
 		}
+		scheme := "http://"
+		if f.tlsCert != "" {
+			scheme = "https://"
+		}
 		if err == nil {
-			c.ExternalURL = "http://" + net.JoinHostPort(host, port)
+			c.ExternalURL = scheme + net.JoinHostPort(host, port)
 		}
 	}
 	if err := c.Validate(); err != nil {
@@ -681,4 +747,17 @@ func statsAggregator(agg *aggregator.Aggregator) stats.Aggregator {
 		return nil
 	}
 	return agg
+}
+
+// readCAFile reads PEM CA certificates into a pool.
+func readCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }

@@ -36,6 +36,11 @@ func openNative(ctx context.Context, u *url.URL, log zerolog.Logger) (*native, e
 	if u.Host == "" {
 		return nil, fmt.Errorf("parse ClickHouse DSN: missing host:port")
 	}
+	tc, err := tlsConfig(u)
+	if err != nil {
+		return nil, err
+	}
+	opts.TLS = tc
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open ClickHouse connection: %w", err)

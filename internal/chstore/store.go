@@ -77,7 +77,9 @@ type Store struct {
 }
 
 // Open connects to the ClickHouse named by dsn and creates its database if
-// it does not exist. The database defaults to "pulse".
+// it does not exist. The database defaults to "pulse". A clickhouse://
+// DSN may ask for TLS: secure=true (the system's roots), ca=FILE (a
+// private CA), cert=FILE&key=FILE (a client certificate).
 func Open(ctx context.Context, dsn string, log zerolog.Logger) (*Store, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"reflect"
@@ -697,4 +698,59 @@ func requestColumns(n int) ([]chstore.Column, int64) {
 		{Name: "stream_seq", Values: seq},
 		{Name: "seq_idx", Values: idx},
 	}, size
+}
+
+// TestOpenTLS reaches the ClickHouse server through a TLS proxy with a
+// certificate from a test CA: ca= trusts it, without it the certificate is
+// refused, and a proxy demanding client certificates takes cert= and key=.
+func TestOpenTLS(t *testing.T) {
+	ca := testenv.NewCA(t)
+	u, err := url.Parse(testenv.ClickHouseDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := ca.TLSProxy(t, u.Host, false)
+	mutual := ca.TLSProxy(t, u.Host, true)
+	db := testenv.DatabaseName(t)
+	dsn := func(host, query string) string { return "clickhouse://default:@" + host + "/" + db + "?" + query }
+	t.Cleanup(func() {
+		if s, err := chstore.Open(ctx(t), testenv.ClickHouseDSN()+"/default", zerolog.Nop()); err == nil {
+			_ = s.Exec(ctx(t), "DROP DATABASE IF EXISTS "+db)
+			s.Close()
+		}
+	})
+
+	for _, q := range []string{"ca=" + ca.CAFile, "secure=true&ca=" + ca.CAFile} {
+		s, err := chstore.Open(ctx(t), dsn(proxy, q), zerolog.Nop())
+		if err != nil {
+			t.Fatalf("open over TLS with %s: %v", q, err)
+		}
+		if err := s.Ping(ctx(t)); err != nil {
+			t.Errorf("ping over TLS: %v", err)
+		}
+		s.Close()
+	}
+	s, err := chstore.Open(ctx(t), dsn(mutual, "ca="+ca.CAFile+"&cert="+ca.ClientCert+"&key="+ca.ClientKey), zerolog.Nop())
+	if err != nil {
+		t.Fatalf("open over mutual TLS: %v", err)
+	}
+	s.Close()
+
+	f := func(dsn, want string) {
+		t.Helper()
+		s, err := chstore.Open(ctx(t), dsn, zerolog.Nop())
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: no error; want one saying %q", dsn, want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want it to say %q", dsn, err, want)
+		}
+	}
+	f(dsn(proxy, "secure=true"), "certificate signed by unknown authority")
+	f(dsn(proxy, ""), "connect to ClickHouse") // plain protocol to a TLS port
+	f(dsn(proxy, "secure=yes"), "secure must be true or false")
+	f(dsn(proxy, "ca="+ca.CAFile+".missing"), "read ClickHouse CA file")
+	f(dsn(proxy, "ca="+ca.CAFile+"&cert="+ca.ClientCert), "cert and key go together")
+	f(dsn(mutual, "ca="+ca.CAFile), "connect to ClickHouse")
 }

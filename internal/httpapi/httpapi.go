@@ -78,8 +78,28 @@ func New(log zerolog.Logger) *echo.Echo {
 		}
 		_ = c.JSON(pe.Status, pe.Body)
 	}
-	e.Use(recoverer(log))
+	e.Use(recoverer(log), securityHeaders)
 	return e
+}
+
+// ContentSecurityPolicy is set on every HTML answer whose handler did not
+// set its own: resources from Pulse's origin only, no plugins, no framing.
+const ContentSecurityPolicy = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// securityHeaders keeps browsers from guessing content types (every answer
+// is what its Content-Type says) and confines HTML answers with
+// ContentSecurityPolicy.
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		c.Response().Before(func() {
+			if strings.HasPrefix(h.Get(echo.HeaderContentType), "text/html") && h.Get("Content-Security-Policy") == "" {
+				h.Set("Content-Security-Policy", ContentSecurityPolicy)
+			}
+		})
+		return next(c)
+	}
 }
 
 // recoverer turns a panic in a handler into a logged 500; the process stays up.
@@ -187,8 +207,12 @@ func PrincipalOf(c echo.Context) (auth.Principal, bool) {
 	return p, ok
 }
 
+// guard authenticates the caller of a route of scope. Its answers, and
+// those of the route, are never stored by caches (Cache-Control: no-store):
+// they are for the caller alone.
 func (r *Router) guard(scope auth.Scope, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		c.Response().Header().Set("Cache-Control", "no-store")
 		tok, ok := bearer(c.Request().Header.Get(echo.HeaderAuthorization))
 		if !ok {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="pulse"`)

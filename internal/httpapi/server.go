@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -37,8 +38,11 @@ type Server struct {
 	Addr               string       // host:port to listen on
 	FallbackToFreePort bool         // when Addr is taken, listen on a free port of the same host
 	Handler            http.Handler // required
-	DrainGrace         time.Duration
-	ShutdownTimeout    time.Duration // default DefaultShutdownTimeout
+	// TLS, when set, makes the server speak HTTPS only (TLSFiles.Config
+	// builds one) and adds Strict-Transport-Security to every answer.
+	TLS             *tls.Config
+	DrainGrace      time.Duration
+	ShutdownTimeout time.Duration // default DefaultShutdownTimeout
 
 	// Zero means the Default* value above.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -84,8 +88,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	h := s.Handler
+	if s.TLS != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Strict-Transport-Security", HSTS)
+			s.Handler.ServeHTTP(w, r)
+		})
+	}
 	srv := &http.Server{
-		Handler:           s.Handler,
+		Handler:           h,
+		TLSConfig:         s.TLS,
 		ReadHeaderTimeout: or(s.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 		ReadTimeout:       or(s.ReadTimeout, DefaultReadTimeout),
 		WriteTimeout:      or(s.WriteTimeout, DefaultWriteTimeout),
@@ -93,7 +105,13 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    or(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.ln) }()
+	go func() {
+		if s.TLS != nil {
+			errc <- srv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("HTTP server: %w", err)

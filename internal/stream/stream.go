@@ -5,6 +5,8 @@ package stream
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -172,11 +175,90 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 // plus a minute so that an edge starting up still reads a whole window.
 func (c Config) EdgeLogAge() time.Duration { return c.DuplicateWindow + time.Minute }
 
-// Connect dials NATS and keeps reconnecting forever; publishers see errors
-// while it is away, nothing blocks.
-func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
+// ClientOptions is how a Pulse process proves itself to NATS and how it
+// checks the server's certificate. The zero value connects without
+// credentials and, on a tls:// URL, trusts the system's roots. Every NATS
+// connection Pulse makes takes the same ClientOptions.
+type ClientOptions struct {
+	CredsFile string // a .creds file: user JWT and nkey seed (NATS accounts)
+	NKeyFile  string // a file holding an nkey seed (a user nkey in the server's config)
+	Token     string // a token the server demands (its authorization token)
+	CAFile    string // PEM CA certificates that sign the server's certificate; implies TLS
+	CertFile  string // PEM client certificate for mutual TLS, with KeyFile
+	KeyFile   string
+
+	// Registerer, when set, receives pulse_nats_errors_total{kind}: failed
+	// reconnects and errors the server reports, by kind "auth" (a refused,
+	// expired or revoked credential, a denied permission), "tls" (a
+	// certificate not trusted) or "other".
+	Registerer prometheus.Registerer
+}
+
+// Validate reports conflicting options: at most one credential, and a
+// client certificate comes with its key.
+func (o ClientOptions) Validate() error {
+	n := 0
+	for _, v := range []string{o.CredsFile, o.NKeyFile, o.Token} {
+		if v != "" {
+			n++
+		}
+	}
+	switch {
+	case n > 1:
+		return errors.New("NATS: give one credential (creds file, nkey seed or token), not several")
+	case (o.CertFile == "") != (o.KeyFile == ""):
+		return errors.New("NATS: a client certificate needs its key, and a key its certificate")
+	}
+	return nil
+}
+
+// options are the nats.Option of o.
+func (o ClientOptions) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case o.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	case o.NKeyFile != "":
+		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read NATS nkey seed: %w", err)
+		}
+		opts = append(opts, opt)
+	case o.Token != "":
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.CAFile != "" {
+		opts = append(opts, nats.RootCAs(o.CAFile))
+	}
+	if o.CertFile != "" {
+		opts = append(opts, nats.ClientCert(o.CertFile, o.KeyFile))
+	}
+	return opts, nil
+}
+
+// Connect dials NATS with o and keeps reconnecting forever; publishers see
+// errors while it is away, nothing blocks. A refused credential or an
+// untrusted certificate fails the first connect; the error names the cause,
+// never the credential or the URL (which may hold one).
+func Connect(url, name string, o ClientOptions, log zerolog.Logger) (*nats.Conn, error) {
 	log = log.With().Str("component", "nats").Logger()
-	nc, err := nats.Connect(url,
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	opts, err := o.options()
+	if err != nil {
+		return nil, err
+	}
+	errs, err := errorCounter(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	count := func(err error) {
+		if errs != nil && err != nil {
+			errs.WithLabelValues(errorKind(err)).Inc()
+		}
+	}
+	opts = append(opts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -187,11 +269,58 @@ func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("reconnected to NATS") }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			count(err)
+			if errorKind(err) != "other" {
+				log.Warn().Err(err).Msg("NATS refused to reconnect")
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			count(err)
+			log.Warn().Err(err).Msg("NATS error")
+		}),
 	)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	return nc, nil
+}
+
+// errorCounter registers pulse_nats_errors_total on reg, or finds it
+// registered by an earlier connection; nil without reg.
+func errorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pulse_nats_errors_total",
+		Help: "NATS connection errors: failed reconnects and errors the server reported, by kind (auth, tls, other).",
+	}, []string{"kind"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("register NATS metrics: %w", err)
+		}
+		return are.ExistingCollector.(*prometheus.CounterVec), nil
+	}
+	return c, nil
+}
+
+// errorKind sorts a NATS connection error for pulse_nats_errors_total.
+func errorKind(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
+		errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrPermissionViolation):
+		return "auth"
+	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &hostname), errors.As(err, &verify):
+		return "tls"
+	}
+	return "other"
 }
 
 // Drain drains nc (its subscriptions stop taking messages and finish the
@@ -230,12 +359,35 @@ func Drain(nc *nats.Conn, timeout time.Duration) error {
 type EmbeddedConfig struct {
 	Listen   string // host:port; when the port is taken a free one is used
 	StoreDir string // JetStream file store
+	// Token, when set, is demanded of every client (Pulse connects with it:
+	// ClientOptions returns it). Required unless Listen is a loopback
+	// address.
+	Token string
+}
+
+// ClientOptions is how Pulse connects to the embedded server c describes.
+func (c EmbeddedConfig) ClientOptions() ClientOptions { return ClientOptions{Token: c.Token} }
+
+// ErrUnauthenticatedListen is RunEmbedded's refusal to listen beyond
+// loopback without authentication.
+var ErrUnauthenticatedListen = errors.New("embedded NATS listens beyond loopback without authentication: anyone who reaches it could publish events, read alerts and purge streams; set a token file, or listen on 127.0.0.1")
+
+// loopback reports whether host (of a listen address) is reachable from
+// this machine only.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // RunEmbedded starts a NATS server with JetStream in this process and waits
 // until it accepts connections. The caller shuts it down with Shutdown and
 // WaitForShutdown. If the configured port is taken (say, by a system NATS
-// on 4222) it listens on a free port instead and logs which.
+// on 4222) it listens on a free port instead and logs which. On an address
+// other than loopback it refuses to start without c.Token
+// (ErrUnauthenticatedListen).
 func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(c.Listen)
 	if err != nil {
@@ -245,7 +397,13 @@ func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS listen address %q: bad port", c.Listen)
 	}
-	if port > 0 {
+	if c.Token == "" && !loopback(host) {
+		return nil, fmt.Errorf("%w (listen address %s)", ErrUnauthenticatedListen, c.Listen)
+	}
+	switch {
+	case port == 0: // any free port (to the NATS server, 0 means 4222)
+		port = server.RANDOM_PORT
+	case port > 0:
 		if l, err := net.Listen("tcp", c.Listen); err != nil {
 			log.Warn().Str("wanted", c.Listen).Msg("embedded NATS: port taken, listening on a free port instead")
 			port = server.RANDOM_PORT
@@ -262,6 +420,7 @@ func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 		NoSigs:             true,
 		MaxPayload:         8 << 20,
 		JetStreamMaxMemory: 256 << 20,
+		Authorization:      c.Token,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

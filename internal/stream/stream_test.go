@@ -39,7 +39,7 @@ func TestRunEmbeddedFallsBackWhenPortTaken(t *testing.T) {
 	if !strings.Contains(logs.String(), "port taken") {
 		t.Errorf("fallback not logged; log: %s", logs.String())
 	}
-	nc, err := stream.Connect(ns.ClientURL(), "test", zerolog.Nop())
+	nc, err := stream.Connect(ns.ClientURL(), "test", stream.ClientOptions{}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestDrain(t *testing.T) {
 	ns := testenv.NATS(t)
 	f := func(timeout time.Duration, release bool) (int32, bool, error) {
 		t.Helper()
-		nc, err := stream.Connect(ns.ClientURL(), "drain-test", zerolog.Nop())
+		nc, err := stream.Connect(ns.ClientURL(), "drain-test", stream.ClientOptions{}, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func TestDrain(t *testing.T) {
 		t.Errorf("drain of a stuck subscriber: err %v, closed %v; want an error and closed", err, closed)
 	}
 
-	nc, err := stream.Connect(ns.ClientURL(), "drain-test", zerolog.Nop())
+	nc, err := stream.Connect(ns.ClientURL(), "drain-test", stream.ClientOptions{}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,15 @@ import (
 // store in a temporary folder, and shuts it down when the test ends.
 func NATS(t testing.TB) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
+	return NATSWith(t, nil)
+}
+
+// NATSWith is NATS with options changed by configure before the server
+// starts: authentication (Authorization, Nkeys, Users) or TLS (TLSConfig,
+// then TLS and TLSVerify follow it).
+func NATSWith(t testing.TB, configure func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{
 		Host:       "127.0.0.1",
 		Port:       server.RANDOM_PORT,
 		JetStream:  true,
@@ -42,7 +50,16 @@ func NATS(t testing.TB) *server.Server {
 		NoSigs:     true,
 		NoLog:      true,
 		MaxPayload: 8 << 20,
-	})
+	}
+	if configure != nil {
+		configure(opts)
+	}
+	if opts.TLSConfig != nil {
+		opts.TLS = true
+		opts.TLSVerify = opts.TLSConfig.ClientCAs != nil
+		opts.TLSTimeout = 5
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("start NATS: %v", err)
 	}
