@@ -161,13 +161,30 @@ func (c *coalescer) add(caller string, q event.Request) (b *batch, retry bool) {
 
 // seal publishes b once a publishing slot is free. Until then b keeps
 // taking events (unless it is full), so batches grow while the stream is
-// slow: group commit. Only the first call for a batch does anything.
+// slow: group commit. A batch that finds no slot within the publish timeout
+// of its creation fails unpublished (a retry of one of its events publishes
+// it). Either way done is closed within about twice the publish timeout, so
+// waiters need no timer of their own. Only the first call for a batch does
+// anything.
 func (c *coalescer) seal(b *batch) {
-	c.sem <- struct{}{}
+	slot := true
+	select {
+	case c.sem <- struct{}{}:
+	default:
+		t := time.NewTimer(time.Until(b.created.Add(c.cfg.Timeout)))
+		select {
+		case c.sem <- struct{}{}:
+		case <-t.C:
+			slot = false
+		}
+		t.Stop()
+	}
 	c.mu.Lock()
 	if b.sealed {
 		c.mu.Unlock()
-		<-c.sem
+		if slot {
+			<-c.sem
+		}
 		return
 	}
 	b.sealed, b.closed = true, true
@@ -179,10 +196,16 @@ func (c *coalescer) seal(b *batch) {
 	c.mu.Unlock()
 
 	go func() {
-		defer func() { <-c.sem }()
+		if slot {
+			defer func() { <-c.sem }()
+		}
 		b.mu.Lock()
 		b.data = event.AppendBatch(make([]byte, 0, 16+b.size), reqs)
-		_ = c.publish(b) // the outcome is in b, for its waiters
+		if slot {
+			_ = c.publish(b) // the outcome is in b, for its waiters
+		} else {
+			b.err = fmt.Errorf("%w: no publishing slot within %s (the stream is slow)", errUnconfirmed, c.cfg.Timeout)
+		}
 		b.mu.Unlock()
 		close(b.done)
 	}()
@@ -359,11 +382,20 @@ func (c *coalescer) learn(id, caller string, md *jetstream.MsgMetadata, reqs []e
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // ready waits until the edge log was read to its end.
-func (c *coalescer) ready(ctx context.Context) error {
+func (c *coalescer) ready(ctx context.Context, timeout time.Duration) error {
+	select {
+	case <-c.caught:
+		return nil
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
 	case <-c.caught:
 		return nil
 	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
 		return fmt.Errorf("%w: the edge log is still being read", errNotConnected)
 	}
 }

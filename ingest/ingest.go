@@ -198,21 +198,13 @@ func (e *Edge) publishSingle(ctx context.Context, caller string, q event.Request
 	if e.pub.nc.Status() != nats.CONNECTED {
 		return fmt.Errorf("%w: not connected to NATS", errNotConnected)
 	}
-	wctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
-	err := e.coalesce.ready(wctx)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	if err := e.coalesce.ready(ctx, e.cfg.PublishTimeout); err != nil {
 		return err
 	}
 	b, retry := e.coalesce.add(caller, q)
-	// The batch may wait for a publishing slot before its own publish
-	// timeout starts; twice that timeout bounds the whole wait.
-	wctx, cancel = context.WithTimeout(ctx, 2*e.cfg.PublishTimeout)
-	defer cancel()
-	if err := e.coalesce.wait(wctx, b, retry); err != nil {
+	// The batch's outcome is known within about twice the publish timeout
+	// (see coalescer.seal); ctx ends sooner only when the client goes.
+	if err := e.coalesce.wait(ctx, b, retry); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil

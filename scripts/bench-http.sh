@@ -10,7 +10,8 @@
 # Then one more run at the largest connection count against `pulse serve` with every role on the
 # ClickHouse server, counting wrk's answers by status, and ClickHouse afterwards: every event
 # answered 202 stored, no event stored twice.
-# GOMEMLIMIT for pulse: BENCH_GOMEMLIMIT (default 400MiB; "off" for none).
+# GOMEMLIMIT for pulse: BENCH_GOMEMLIMIT (default 480MiB, what README recommends at 10,000
+# connections; "off" for none).
 # Needs wrk (installed with apt-get when missing) and an open-file limit of 20,000 (raised here).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -23,7 +24,7 @@ source "$work/services.env"
 conns_list="${BENCH_CONNS:-256 10000}"
 rounds="${BENCH_ROUNDS:-3}"
 seconds="${BENCH_SECONDS:-15}"
-memlimit="${BENCH_GOMEMLIMIT:-400MiB}"
+memlimit="${BENCH_GOMEMLIMIT:-480MiB}"
 bare_addr=127.0.0.1:7590
 pulse_addr=127.0.0.1:7591
 nats_addr=127.0.0.1:7592
