@@ -40,7 +40,6 @@ func loadtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseWithEnvPrefix(fs, loadtestEnvPrefix, args); err != nil {
 		return err
 	}
-	c.Defaults()
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

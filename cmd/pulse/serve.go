@@ -314,26 +314,6 @@ type process struct {
 	draining  func() bool // readiness turns false when it returns true
 }
 
-// streamMetrics exposes the ingest stream's backlog, read from JetStream on
-// each scrape.
-func (s *process) streamMetrics() {
-	read := func(f func(*jetstream.ConsumerInfo) float64) func() float64 {
-		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			c, err := s.js.Consumer(ctx, s.flags.stream.IngestStream, s.flags.agg.Consumer)
-			if err != nil {
-				return 0
-			}
-			return f(c.CachedInfo())
-		}
-	}
-	s.metrics.GaugeFunc("pulse_stream_pending_messages", "Ingest messages not yet delivered to the aggregator (stream lag).",
-		read(func(i *jetstream.ConsumerInfo) float64 { return float64(i.NumPending) }))
-	s.metrics.GaugeFunc("pulse_stream_ack_pending_messages", "Ingest messages delivered to the aggregator and not yet committed.",
-		read(func(i *jetstream.ConsumerInfo) float64 { return float64(i.NumAckPending) }))
-}
-
 func (s *process) run(ctx context.Context) error {
 	defer s.close()
 	s.metrics = metrics.New()
@@ -376,7 +356,9 @@ func (s *process) run(ctx context.Context) error {
 		s.log.Info().Str("backend", store.Kind()).Str("version", store.Version().String()).Str("database", store.Database()).Msg("ClickHouse ready")
 	}
 
-	s.streamMetrics()
+	if err := stream.RegisterBacklogMetrics(s.metrics.Registerer(), s.js, s.flags.stream.IngestStream, s.flags.agg.Consumer); err != nil {
+		return err
+	}
 	// Every process samples its own host; the query role probes the
 	// platform's components (one role, so that they are probed once).
 	host, err := probe.NewHostSampler(probe.HostConfig{Paths: []string{s.flags.dataDir}, Registerer: s.metrics.Registerer()}, probe.JetStreamPublisher{JS: s.js}, s.log)

@@ -78,8 +78,8 @@ type Config struct {
 	Terminal      bool          // Progress is a terminal: one line, updated in place
 }
 
-// Defaults fills unset fields.
-func (c *Config) Defaults() {
+// defaults fills unset fields; New and Validate apply it.
+func (c *Config) defaults() {
 	if c.Target == "" {
 		c.Target = "http://127.0.0.1:7480"
 	}
@@ -99,8 +99,9 @@ func (c Config) PeakUsers() int {
 	return c.Users
 }
 
-// Validate reports the first problem of c.
+// Validate reports the first problem of c once its defaults are applied.
 func (c Config) Validate() error {
+	c.defaults()
 	u, err := url.Parse(c.Target)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
@@ -171,7 +172,7 @@ type Runner struct {
 
 // New returns a Runner of cfg, which must be valid.
 func New(cfg Config) *Runner {
-	cfg.Defaults()
+	cfg.defaults()
 	conns := cfg.MaxConns
 	if conns == 0 {
 		conns = cfg.PeakUsers()

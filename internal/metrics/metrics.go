@@ -32,13 +32,3 @@ func (m *Metrics) Handler() http.Handler {
 // Registerer is the registry, for components that register their own
 // metrics.
 func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
-
-// CounterFunc registers a counter whose value f reads on each scrape.
-func (m *Metrics) CounterFunc(name, help string, f func() float64) {
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
-}
-
-// GaugeFunc registers a gauge whose value f reads on each scrape.
-func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
-}

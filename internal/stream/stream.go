@@ -433,3 +433,36 @@ func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 	}
 	return ns, nil
 }
+
+// RegisterBacklogMetrics registers on reg the backlog of consumer on the
+// stream named stream, read from JetStream on each scrape (0 while it
+// cannot be read):
+//
+//	pulse_stream_pending_messages      messages not yet delivered to the consumer (stream lag)
+//	pulse_stream_ack_pending_messages  messages delivered and not yet acknowledged
+func RegisterBacklogMetrics(reg prometheus.Registerer, js jetstream.JetStream, stream, consumer string) error {
+	read := func(f func(*jetstream.ConsumerInfo) float64) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			c, err := js.Consumer(ctx, stream, consumer)
+			if err != nil {
+				return 0
+			}
+			return f(c.CachedInfo())
+		}
+	}
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pulse_stream_pending_messages",
+			Help: "Ingest messages not yet delivered to the aggregator (stream lag)."},
+			read(func(i *jetstream.ConsumerInfo) float64 { return float64(i.NumPending) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pulse_stream_ack_pending_messages",
+			Help: "Ingest messages delivered to the aggregator and not yet committed."},
+			read(func(i *jetstream.ConsumerInfo) float64 { return float64(i.NumAckPending) })),
+	} {
+		if err := reg.Register(g); err != nil {
+			return fmt.Errorf("register stream metrics: %w", err)
+		}
+	}
+	return nil
+}
