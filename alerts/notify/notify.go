@@ -115,7 +115,7 @@ func ParseAlertmanagerURLs(s string) ([]Receiver, error) {
 			name = fmt.Sprintf("%s-%d", KindAlertmanager, i+1)
 		}
 		if err := checkURL(u); err != nil {
-			return nil, fmt.Errorf("Alertmanager URL #%d: %w", i+1, err)
+			return nil, fmt.Errorf("--alertmanager-url #%d: %w", i+1, err)
 		}
 		out = append(out, Receiver{Name: name, Kind: KindAlertmanager, URL: strings.TrimSuffix(u, "/")})
 	}

@@ -368,13 +368,6 @@ func (c *silenceCache) silenced(ctx context.Context, labels map[string]string) (
 	return false, err
 }
 
-// invalidate makes the next question read the store.
-func (c *silenceCache) invalidate() {
-	c.mu.Lock()
-	c.at = time.Time{}
-	c.mu.Unlock()
-}
-
 func sortSilences(ss []Silence) {
 	sort.Slice(ss, func(i, j int) bool {
 		if !ss[i].StartsAt.Equal(ss[j].StartsAt) {
