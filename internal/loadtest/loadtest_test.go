@@ -206,7 +206,7 @@ func TestValidate(t *testing.T) {
 	f("--scenario", func(c *Config) { c.Scenario = "chaos" })
 	f("--admin-token", func(c *Config) { c.Scenario = ScenarioMixed })
 	f("--token", func(c *Config) { c.Token = "" })
-	f("--batch", func(c *Config) { c.Batch = 0 })
+	f("--batch", func(c *Config) { c.Batch = -1 }) // 0 is the default, 1
 	c := good
 	c.Target, c.AllowRemote = "http://10.1.2.3:7480", true
 	if err := c.Validate(); err != nil {
