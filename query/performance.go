@@ -146,6 +146,7 @@ type perfQuery struct {
 	tf                        timeframe
 	metric, service, endpoint string
 	fill                      bool // pad the series with the buckets that have no requests or samples
+	series                    bool // answer the series (false with limit=0: the summary alone)
 	limit                     int  // of slowest endpoints
 }
 
@@ -153,13 +154,14 @@ type perfQuery struct {
 const MaxSlowestEndpoints = 100
 
 func (a *API) performance(c echo.Context) error {
-	p := newParams(c.Request().URL.RawQuery, "timeframe", "metric", "service", "endpoint", "fill", "limit")
+	p := newParams(c.Request().URL.RawQuery, "timeframe", "metric", "service", "endpoint", "fill", "series", "limit")
 	q := perfQuery{
 		tf:       timeframeNamed(p.Enum("timeframe", "24h", "1h", "24h", "7d", "30d")),
 		metric:   p.Enum("metric", "", "response_time", "throughput", "error_rate", "resource_usage"),
 		service:  p.service("service"),
 		endpoint: p.endpoint("endpoint"),
 		fill:     p.Bool("fill", false),
+		series:   p.Bool("series", true),
 		limit:    p.Int("limit", 10, 0, MaxSlowestEndpoints),
 	}
 	if q.metric == "resource_usage" {
@@ -173,7 +175,7 @@ func (a *API) performance(c echo.Context) error {
 		return err
 	}
 	key := a.cacheKey("performance", "timeframe="+q.tf.name, "metric="+q.metric, "service="+q.service, "endpoint="+q.endpoint,
-		"fill="+strconv.FormatBool(q.fill), "limit="+strconv.Itoa(q.limit))
+		"fill="+strconv.FormatBool(q.fill), "series="+strconv.FormatBool(q.series), "limit="+strconv.Itoa(q.limit))
 	return a.answer(c, key, q.tf.ttl, func(ctx context.Context) (any, error) {
 		return a.buildPerformance(ctx, q)
 	})
@@ -261,6 +263,9 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 		resp.Source, resp.PercentileMethod = q.tf.source, "histogram"
 		resp.ErrorRateDefinition = ErrorRateDefinition
 		g.Go(func() error {
+			if !q.series {
+				return nil
+			}
 			sql := "SELECT " + bucketExpr("start", w) + " AS b, " + rollupAggs + " FROM " + table + " WHERE " + where + " GROUP BY b ORDER BY b"
 			var b uint64
 			var r aggRow

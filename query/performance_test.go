@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -297,6 +298,16 @@ func TestPerformance(t *testing.T) {
 					getJSON(t, e, "/api/admin/system/performance?"+tc.params.Encode(), &got)
 					checkPerformance(t, got, tc, reqs, res, now, &acc)
 				})
+			}
+			// The compact answer: the summary alone, the same summary.
+			var full, compact query.PerformanceResponse
+			getJSON(t, e, "/api/admin/system/performance?timeframe=1h", &full)
+			getJSON(t, e, "/api/admin/system/performance?timeframe=1h&series=false&limit=0", &compact)
+			if compact.Series != nil || compact.SlowestEndpoints == nil || len(*compact.SlowestEndpoints) != 0 || compact.Summary == nil {
+				t.Errorf("series=false&limit=0: got series %v, slowest %v, summary %v; want no series, no endpoints, a summary",
+					compact.Series != nil, compact.SlowestEndpoints, compact.Summary != nil)
+			} else if full.Summary == nil || !reflect.DeepEqual(*compact.Summary, *full.Summary) {
+				t.Errorf("series=false summary %+v; want the full answer's %+v", *compact.Summary, full.Summary)
 			}
 			t.Logf("%d rollup percentiles held to 0.75%%: largest relative error %.3f%%, of %s", acc.n, acc.maxRel*100, acc.worst)
 			// The bound was asserted on enough samples to mean something.
