@@ -23,7 +23,20 @@ import (
 	"github.com/wedsync/pulse/internal/testenv"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+// binDir holds the pulse binary the tests build once (pulseBinary).
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pulse-dashboard-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := testenv.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 const (
 	adminToken  = "admin-token-for-the-dashboard-test"
@@ -49,7 +62,8 @@ const fixture = `{"endpoint":"/api/clients/1","response_time_ms":42,"status_code
 // in .work/test-output.
 func TestDashboardInChromium(t *testing.T) {
 	ensureChromium(t)
-	base := startPulse(t)
+	srv := startPulse(t, "6000/min")
+	base := srv.base
 	postFixture(t, base)
 
 	// The page's own answers carry the CSP; it allows no inline script.
@@ -205,9 +219,173 @@ func TestDashboardInChromium(t *testing.T) {
 	shot("dashboard-1440x900", 1440, 900)
 	shot("dashboard-390x844", 390, 844, chromedp.EmulateMobile)
 
+	// A short load test moves the charts: after "Refresh now" the trend
+	// counts the load test's events and the throughput chart draws more.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 900)); err != nil {
+		t.Fatal(err)
+	}
+	before := trendState(t, ctx)
+	if before.Requests != 4 || before.Throughput <= 0 {
+		t.Fatalf("before the load test the trend shows %+v; want 4 requests and some throughput drawn", before)
+	}
+	lt := exec.Command(srv.bin, "loadtest", "--target", base, "--users", "20", "--ramp-up", "1s", "--duration", "3s",
+		"--token", ingestToken, "--admin-token", adminToken, "--verify-timeout", "30s")
+	if out, err := lt.CombinedOutput(); err != nil {
+		t.Fatalf("pulse loadtest: %v\n%s", err, out)
+	}
+	// Pulse caches a 1h trend for 10 s, so the first clicks may show the
+	// cached answer: click every 2 s until the trend moves.
+	moved := `!document.querySelector("#refresh").disabled && ` +
+		`window.pulseDashboard.chartData("throughput")[1].reduce((a, v) => a + (v || 0), 0) > ` + fmt.Sprint(before.Throughput)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#refresh"))); err != nil {
+			t.Fatal(err)
+		}
+		_, err := chromedp.Run(ctx, chromedp.Poll[any](moved, chromedp.WithPollingTimeout(2*time.Second)))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the trend did not move within 30 s of the load test (%v); it shows %+v", err, trendState(t, ctx))
+		}
+	}
+	after := trendState(t, ctx)
+	if after.Requests < before.Requests+20 || after.Throughput <= before.Throughput {
+		t.Errorf("after the load test the trend shows %+v; want at least 20 more requests than %+v and more throughput", after, before)
+	}
+	waitFor("the stored count moved", `!/(^|[^\d,])4 in all/.test(document.querySelector("#pipeline-figures").textContent)`)
+
+	// An outage of the API: every panel says Pulse did not answer and keeps
+	// its last answer on screen; the page stays up.
+	srv.stop()
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#refresh"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"now", "alerts", "trends", "pipeline", "resources", "architecture"} {
+		sel := "#" + id + ` [data-role="state"]`
+		waitFor(id+" showing the outage", shown(sel)+` && document.querySelector(`+fmt.Sprintf("%q", sel)+`).dataset.kind === "error" && `+
+			contains(sel, "Pulse did not answer")+` && `+contains(sel, "Showing the last answer"))
+	}
+	type upState struct {
+		App, Login bool
+		Summary    string
+	}
+	up, err := chromedp.Run(ctx, chromedp.Evaluate[upState](`({app: !document.querySelector("#app").hidden,
+		login: !document.querySelector("#login").hidden, summary: document.querySelector("#trend-summary").textContent})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !up.App || up.Login || !strings.Contains(up.Summary, "5400 ms") {
+		t.Errorf("during the outage: dashboard shown %v, token prompt shown %v, trend summary %q; want the dashboard with its last answer", up.App, up.Login, up.Summary)
+	}
+	screenshot(t, ctx, out, "dashboard-outage-1440x900")
+
 	if d := dialogs(); len(d) != 0 {
 		t.Errorf("%d JavaScript dialogs opened (%v); want none", len(d), d)
 	}
+}
+
+// TestDashboardBacksOffOn429 opens the page against a pulse whose admin
+// rate limit is 2 a minute: the first round of requests meets a 429, the
+// page says it is backing off, sends nothing more (not even on "Refresh
+// now"), and shows what it got, never a blank page or the token prompt.
+func TestDashboardBacksOffOn429(t *testing.T) {
+	ensureChromium(t)
+	srv := startPulse(t, "2/min")
+	ctx, _ := browser(t)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/admin")); err != nil {
+		t.Fatal(err)
+	}
+	poll := func(what, js string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[any](js, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+			body, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS("body")))
+			t.Fatalf("waiting for %s: %v\nthe page says:\n%s", what, err, body)
+		}
+	}
+	poll("the token prompt", `!document.querySelector("#token").closest("[hidden]")`)
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#token"), adminToken), chromedp.Click(chromedp.CSS("#login-form button"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("the 429 banner", `!document.querySelector("#banner").hidden && document.querySelector("#banner").textContent.includes("(429)")`)
+	poll("the trends backing off", `document.querySelector('#trends [data-role="state"]').textContent.includes("Rate limited by Pulse")`)
+	poll("the first round settled", `![...document.querySelectorAll("section.panel")].some(s => s.getAttribute("aria-busy") === "true")`)
+
+	type backoff struct {
+		App, Login bool
+		Sent       int
+		Banner     string
+		Kinds      map[string]string
+		Text       int
+	}
+	read := func() backoff {
+		t.Helper()
+		b, err := chromedp.Run(ctx, chromedp.Evaluate[backoff](`({app: !document.querySelector("#app").hidden,
+			login: !document.querySelector("#login").hidden, sent: window.pulseDashboard.requestsSent(),
+			banner: document.querySelector("#banner").textContent,
+			kinds: Object.fromEntries([...document.querySelectorAll("section.panel")].map(s => [s.id,
+				s.querySelector('[data-role="state"]').hidden ? "data" : s.querySelector('[data-role="state"]').dataset.kind])),
+			text: document.querySelector("main").innerText.length})`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	first := read()
+	if !first.App || first.Login || first.Text < 200 {
+		t.Fatalf("after a 429: dashboard shown %v, token prompt shown %v, %d characters of panels; want the dashboard, not blank", first.App, first.Login, first.Text)
+	}
+	// The limit lets 2 requests through (the Now panel's health and
+	// alerts); the first refused makes every later request wait.
+	if first.Kinds["now"] != "data" || first.Kinds["trends"] != "error" {
+		t.Errorf("panel states %v; want now showing data and trends the rate-limit error", first.Kinds)
+	}
+	if first.Sent > 6 {
+		t.Errorf("the page sent %d of its first round's 9 requests; want it to stop after the 429 (at most 6 in flight by then)", first.Sent)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#refresh"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("the pause said", `document.querySelector("#banner").textContent.includes("refreshing resumes in")`)
+	if again := read(); again.Sent != first.Sent || !again.App {
+		t.Errorf("Refresh now during the pause sent %d requests (had %d), dashboard shown %v; want none sent and the dashboard kept", again.Sent, first.Sent, again.App)
+	}
+	screenshot(t, ctx, outputDir(t), "dashboard-429-1440x900")
+}
+
+// trendFigures is what the Trends panel shows: the requests figure and the
+// sum of the throughput chart's points.
+type trendFigures struct {
+	Requests   float64 `json:"requests"`
+	Throughput float64 `json:"throughput"`
+}
+
+func trendState(t *testing.T, ctx context.Context) trendFigures {
+	t.Helper()
+	f, err := chromedp.Run(ctx, chromedp.Evaluate[trendFigures](`(() => {
+		const fig = [...document.querySelectorAll("#trend-summary div")].find(d => d.querySelector("dt").textContent === "requests");
+		const d = window.pulseDashboard.chartData("throughput");
+		return { requests: Number(fig.querySelector("dd").textContent.replaceAll(",", "")),
+			throughput: d ? d[1].reduce((a, v) => a + (v || 0), 0) : 0 };
+	})()`))
+	if err != nil {
+		t.Fatalf("read the trend: %v", err)
+	}
+	return f
+}
+
+// screenshot writes the top of the page as name-top.png into dir.
+func screenshot(t *testing.T, ctx context.Context, dir, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(dir, name+"-top.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
 }
 
 // ensureChromium installs Debian's chromium when it is missing.
@@ -267,46 +445,69 @@ func browser(t *testing.T) (context.Context, func() []string) {
 	}
 }
 
-// startPulse builds cmd/pulse and runs `pulse serve` with every role on an
-// embedded NATS and a fresh database on the ClickHouse server; it returns
-// the base URL once the process serves.
-func startPulse(t *testing.T) string {
+// pulseBinary builds cmd/pulse once for the package's tests.
+var pulseBinary = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(binDir, "pulse")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/pulse").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// pulse is a running `pulse serve`.
+type pulse struct {
+	base   string // http://host:port
+	bin    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	logs   *testenv.LogBuffer
+}
+
+// stop sends SIGTERM and waits for the process to exit (killing it after
+// 30 s); it is safe to call twice.
+func (p *pulse) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// startPulse runs `pulse serve` with every role on an embedded NATS and a
+// fresh database on the ClickHouse server, admin requests limited to
+// adminLimit per principal; it returns once the process serves, and stops
+// it when the test ends.
+func startPulse(t *testing.T, adminLimit string) *pulse {
 	t.Helper()
+	bin, err := pulseBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := testenv.ClickHouse(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "pulse")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/pulse").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	addr := freeAddr(t)
 	cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr, "--nats-listen", freeAddr(t),
-		"--clickhouse-dsn", testenv.ClickHouseDSN()+"/"+store.Database(), "--admin-rate-limit", "6000/min")
-	cmd.Env = append(os.Environ(), "PULSE_LOG_FORMAT=json", "PULSE_ADMIN_TOKENS=ops:"+adminToken, "PULSE_INGEST_TOKENS=fleet:"+ingestToken)
-	logs := &testenv.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
+		"--clickhouse-dsn", testenv.ClickHouseDSN()+"/"+store.Database(), "--admin-rate-limit", adminLimit)
+	cmd.Env = append(os.Environ(), "PULSE_LOG_FORMAT=json", "PULSE_ADMIN_TOKENS=ops:"+adminToken, "PULSE_INGEST_TOKENS=fleet:"+ingestToken,
+		"PULSE_INGEST_RATE_LIMIT=1000000/min")
+	p := &pulse{base: "http://" + addr, bin: bin, cmd: cmd, exited: make(chan struct{}), logs: &testenv.LogBuffer{}}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start pulse: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(p.stop)
 	testenv.Eventually(t, 60*time.Second, "pulse serving", func() bool {
 		select {
-		case <-exited:
-			t.Fatalf("pulse exited:\n%s", logs.String())
+		case <-p.exited:
+			t.Fatalf("pulse exited:\n%s", p.logs.String())
 		default:
 		}
-		return strings.Contains(logs.String(), "pulse is serving")
+		return strings.Contains(p.logs.String(), "pulse is serving")
 	})
-	return "http://" + addr
+	return p
 }
 
 // postFixture sends the fixture and waits until it is stored and its two
