@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,13 +78,20 @@ type collector struct {
 	mu  sync.Mutex
 	got []received
 	bad atomic.Int64
+
+	settled chan string // settle markers, as the handler sees them
+	marks   int         // settle markers sent
 }
 
 func collect(t testing.TB, nc *nats.Conn) *collector {
 	t.Helper()
-	c := &collector{t: t, nc: nc}
+	c := &collector{t: t, nc: nc, settled: make(chan string, 1)}
 	for _, subj := range []string{alerts.SubjectAlerts + ">", alerts.SubjectScaling + ">"} {
 		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			if strings.HasPrefix(m.Subject, settleSubject) {
+				c.settled <- m.Subject
+				return
+			}
 			now := time.Now()
 			var a alerts.Alert
 			if err := json.Unmarshal(m.Data, &a); err != nil {
@@ -131,7 +139,9 @@ func (c *collector) wait(rule, state string, n int, timeout time.Duration) []rec
 }
 
 // settle makes sure every message published before the call was
-// delivered: a round trip through the server after the publisher's own.
+// handled: a round trip through the server after the publisher's own,
+// then a marker through the collector's own subscription, which delivers
+// in order, so that the handler has seen everything queued before it.
 func (c *collector) settle(pub *nats.Conn) {
 	c.t.Helper()
 	if pub != nil {
@@ -142,7 +152,26 @@ func (c *collector) settle(pub *nats.Conn) {
 	if err := c.nc.Flush(); err != nil {
 		c.t.Fatal(err)
 	}
+	c.marks++
+	mark := settleSubject + strconv.Itoa(c.marks)
+	if err := c.nc.Publish(mark, nil); err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		select {
+		case got := <-c.settled:
+			if got == mark {
+				return
+			}
+		case <-time.After(30 * time.Second):
+			c.t.Fatal("the collector did not see its settle marker within 30s")
+		}
+	}
 }
+
+// settleSubject prefixes the collector's own markers (under the alerts
+// subjects it subscribes to, so that they queue behind the alerts).
+const settleSubject = alerts.SubjectAlerts + "test-settle."
 
 // kvKeys lists the keys of the state bucket under prefix.
 func kvKeys(t testing.TB, kv jetstream.KeyValue, prefix string) []string {
