@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 .PHONY: help build run test bench cover lint dashboard
 
 help: ## list the targets
-	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 build: ## build bin/pulse (with the embedded chDB backend)
 	$(GO) build -tags chdb -o bin/pulse ./cmd/pulse
@@ -18,7 +18,7 @@ build: ## build bin/pulse (with the embedded chDB backend)
 run: build ## run the whole pipeline on embedded NATS and chDB (the first run downloads libchdb: 166 MB, 559 MB on disk); prints how to send a first event
 	@lib=$$(scripts/libchdb.sh) && CHDB_LIB_PATH=$$lib exec ./bin/pulse serve --data-dir data
 
-test: ## start the services tests need (ClickHouse, Postgres, Redis, NATS), then run every test with -race
+test: ## start what the tests need (ClickHouse, Postgres, Redis, NATS, Alertmanager, Chromium), run every Go test with -race, then the TypeScript client's tests
 	scripts/test.sh
 
 bench: ## end-to-end and raw-limit benchmarks against the ClickHouse server, plus hot-path micro-benchmarks
