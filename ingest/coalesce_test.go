@@ -231,19 +231,6 @@ func TestWindowExpiry(t *testing.T) {
 	}
 }
 
-func TestThrottle(t *testing.T) {
-	th := throttle{every: 10 * time.Second}
-	t0 := time.Unix(0, 0)
-	got := []uint64{th.allow("a", t0), th.allow("a", t0.Add(time.Second)), th.allow("a", t0.Add(2*time.Second)),
-		th.allow("b", t0.Add(3*time.Second)), th.allow("a", t0.Add(11*time.Second))}
-	want := []uint64{1, 0, 0, 1, 3}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("allow calls = %v; want %v", got, want)
-		}
-	}
-}
-
 // BenchmarkPublishSingles publishes b.N single events from 256 concurrent
 // callers through the edge's coalescer (edge log + ingest stream, each
 // answered after both acknowledgements) and, as the raw limit in the same

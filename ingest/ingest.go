@@ -26,6 +26,7 @@ import (
 	"github.com/wedsync/pulse/internal/auth"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/httpapi"
+	"github.com/wedsync/pulse/internal/safeerr"
 	"github.com/wedsync/pulse/internal/stream"
 )
 
@@ -106,7 +107,7 @@ type Edge struct {
 	coalesce *coalescer // nil when coalescing is off
 	metrics  *edgeMetrics
 	log      zerolog.Logger
-	logs     throttle
+	logs     *safeerr.Limiter // 503 causes: one line each every 10 s
 	stats    Stats
 	now      func() time.Time
 }
@@ -128,8 +129,7 @@ func New(cfg Config, nc *nats.Conn, reg prometheus.Registerer, log zerolog.Logge
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{cfg: cfg, pub: pub, metrics: m, log: log, now: time.Now}
-	e.logs.every = 10 * time.Second
+	e := &Edge{cfg: cfg, pub: pub, metrics: m, log: log, logs: safeerr.NewLimiter(10 * time.Second), now: time.Now}
 	if cfg.CoalesceDelay > 0 {
 		e.coalesce = newCoalescer(coalesceConfig{
 			Delay: cfg.CoalesceDelay, MaxEvents: 1000, MaxBytes: 512 << 10, InFlight: 8,
@@ -250,9 +250,9 @@ func (e *Edge) accept(c echo.Context, n int, publish func(context.Context) error
 	reason := unavailableReason(err)
 	e.stats.Unavailable.Add(1)
 	e.metrics.unavailable(reason)
-	if n := e.logs.allow(reason, time.Now()); n > 0 {
-		e.log.Warn().Err(err).Str("reason", reason).Uint64("requests", n).
-			Msg("requests answered 503 (one line per reason every 10s; requests counts them since the last line)")
+	if ok, suppressed := e.logs.Allow(reason, time.Now()); ok {
+		e.log.Warn().Err(err).Str("reason", reason).Int("suppressed", suppressed).
+			Msg("request answered 503 (one line per reason every 10s; suppressed counts those since the last line)")
 	}
 	if reason == reasonTimeout {
 		return httpapi.Unavailable("the event stream did not confirm in time; a retry with the same request_id or Idempotency-Key is stored once", 2*time.Second)

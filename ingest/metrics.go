@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -103,39 +102,4 @@ func unavailableReason(err error) string {
 		return reasonTimeout
 	}
 	return reasonError
-}
-
-// throttle lets one log line per key through every `every`, and counts the
-// ones it held back, so that an overload is a few lines, not a storm.
-type throttle struct {
-	every time.Duration
-	mu    sync.Mutex
-	keys  map[string]*throttled
-}
-
-type throttled struct {
-	last  time.Time
-	count uint64
-}
-
-// allow counts one occurrence of key; it returns how many occurred since
-// the last line when a line is due now, else 0.
-func (t *throttle) allow(key string, now time.Time) uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.keys == nil {
-		t.keys = map[string]*throttled{}
-	}
-	k := t.keys[key]
-	if k == nil {
-		k = &throttled{}
-		t.keys[key] = k
-	}
-	k.count++
-	if !k.last.IsZero() && now.Sub(k.last) < t.every {
-		return 0
-	}
-	n := k.count
-	k.last, k.count = now, 0
-	return n
 }

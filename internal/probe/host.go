@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/safeerr"
 )
 
 // HostConfig configures the HostSampler. Zero fields get the defaults
@@ -98,7 +99,7 @@ type HostSampler struct {
 	prev      *counters
 	published atomic.Uint64
 	failures  atomic.Uint64
-	warn      *limiter
+	warn      *safeerr.Limiter
 }
 
 // counters are the cumulative readings that rates are computed from.
@@ -119,7 +120,7 @@ func NewHostSampler(cfg HostConfig, pub Publisher, log zerolog.Logger) (*HostSam
 		return nil, fmt.Errorf("host sampler config: %w", err)
 	}
 	cfg.defaults()
-	s := &HostSampler{cfg: cfg, pub: pub, log: log.With().Str("component", "host-sampler").Logger(), warn: newLimiter(time.Minute)}
+	s := &HostSampler{cfg: cfg, pub: pub, log: log.With().Str("component", "host-sampler").Logger(), warn: safeerr.NewLimiter(time.Minute)}
 	if cfg.Registerer != nil {
 		registerPublish(cfg.Registerer, "host", &s.published, &s.failures)
 	}
@@ -142,7 +143,7 @@ func (s *HostSampler) Run(ctx context.Context) error {
 	for {
 		samples, err := s.Sample(ctx)
 		if err != nil && ctx.Err() == nil {
-			if ok, n := s.warn.allow("sample", time.Now()); ok {
+			if ok, n := s.warn.Allow("sample", time.Now()); ok {
 				s.log.Warn().Str("cause", err.Error()).Int("suppressed", n).Msg("host sample incomplete")
 			}
 		}
@@ -166,7 +167,7 @@ func (s *HostSampler) publish(ctx context.Context, samples []event.ResourceSampl
 	defer cancel()
 	if err := s.pub.Publish(pctx, ResourceSubject(s.cfg.Host), data); err != nil {
 		n := s.failures.Add(1)
-		if ok, suppressed := s.warn.allow("publish", time.Now()); ok {
+		if ok, suppressed := s.warn.Allow("publish", time.Now()); ok {
 			s.log.Warn().Str("cause", cause(err)).Uint64("failures_total", n).Int("suppressed", suppressed).Msg("host samples not published")
 		}
 		return

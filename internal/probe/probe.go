@@ -79,6 +79,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/safeerr"
 	"github.com/wedsync/pulse/internal/stream"
 )
 
@@ -286,7 +287,7 @@ type Runner struct {
 	pub   Publisher
 	log   zerolog.Logger
 	stats Stats
-	warn  *limiter
+	warn  *safeerr.Limiter
 
 	mu     sync.RWMutex
 	latest map[resultKey]event.HealthResult
@@ -309,7 +310,7 @@ func New(cfg Config, pub Publisher, log zerolog.Logger) (*Runner, error) {
 		cfg:    cfg,
 		pub:    pub,
 		log:    log.With().Str("component", "probe").Logger(),
-		warn:   newLimiter(time.Minute),
+		warn:   safeerr.NewLimiter(time.Minute),
 		latest: map[resultKey]event.HealthResult{},
 	}
 	if reg := cfg.Registerer; reg != nil {
@@ -453,7 +454,7 @@ func (r *Runner) runOnce(ctx context.Context, p prober) {
 func (r *Runner) publish(ctx context.Context, subject string, data []byte) {
 	if err := r.pub.Publish(ctx, subject, data); err != nil {
 		n := r.stats.PublishFailures.Add(1)
-		if ok, suppressed := r.warn.allow("publish", time.Now()); ok {
+		if ok, suppressed := r.warn.Allow("publish", time.Now()); ok {
 			r.log.Warn().Str("subject", subject).Str("cause", cause(err)).Uint64("failures_total", n).
 				Int("suppressed", suppressed).Msg("probe result not published; the next run reports again")
 		}
@@ -490,31 +491,4 @@ func (r *Runner) record(results []event.HealthResult) {
 // dots become underscores, as a subject token cannot hold them.
 func ResourceSubject(host string) string {
 	return stream.SubjectResources + strings.ReplaceAll(Hostname(host), ".", "_")
-}
-
-// limiter lets a kind of log line through at most once per period and
-// counts what it held back.
-type limiter struct {
-	mu         sync.Mutex
-	period     time.Duration
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func newLimiter(period time.Duration) *limiter {
-	return &limiter{period: period, last: map[string]time.Time{}, suppressed: map[string]int{}}
-}
-
-// allow reports whether a line of kind may be logged now, and how many
-// were held back since the last one.
-func (l *limiter) allow(kind string, now time.Time) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if last, ok := l.last[kind]; ok && now.Sub(last) < l.period {
-		l.suppressed[kind]++
-		return false, 0
-	}
-	n := l.suppressed[kind]
-	l.last[kind], l.suppressed[kind] = now, 0
-	return true, n
 }
