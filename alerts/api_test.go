@@ -157,9 +157,9 @@ instant:
   - {name: slow_response, field: response_time_ms, op: ">", value: 5000, cooldown: 1h, severity: warning}
 `)
 	in := newInstant(t, alerts.InstantConfig{FlushEvery: 100 * time.Millisecond}, set, n.js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	h := newHistory(t, alerts.HistoryConfig{MaxWait: 100 * time.Millisecond}, n.js, store, nop)
-	run(t, h.Run)
+	testenv.Run(t, h.Run)
 	before := time.Now().UTC().Truncate(time.Second)
 	in.Observe([]event.Request{req(time.Now(), "api", "/pay", 502, 10), req(time.Now(), "web", "/slow", 200, 9000)})
 	c.wait("server_error", alerts.StateResolved, 1, 10*time.Second)

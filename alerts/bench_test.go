@@ -21,7 +21,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	n := newNATS(b)
 	set := mustParse(b, instantRules(b, time.Hour))
 	in := newInstant(b, alerts.InstantConfig{MaxGroups: 1 << 20}, set, n.js, nop)
-	run(b, in.Run)
+	testenv.Run(b, in.Run)
 	sub, err := n.nc.SubscribeSync(alerts.SubjectAlerts + ">")
 	if err != nil {
 		b.Fatal(err)

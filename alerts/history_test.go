@@ -48,7 +48,7 @@ func TestHistory(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := newHistory(t, alerts.HistoryConfig{MaxWait: 100 * time.Millisecond}, n.js, store, nop)
-			run(t, h.Run)
+			testenv.Run(t, h.Run)
 			testenv.Eventually(t, 20*time.Second, "history written", func() bool {
 				return h.Stats().Rows.Load() == 4 && h.Stats().Malformed.Load() == 1
 			})

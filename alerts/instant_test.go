@@ -58,7 +58,7 @@ func TestBurst(t *testing.T) {
 	c := collect(t, n.nc)
 	const cooldown = time.Second
 	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, cooldown)), n.js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	// Run is up once it has swept the bucket; an event before that only
 	// waits in memory, but the latency check should not measure start-up.
 	in.Observe([]event.Request{req(time.Now(), "warmup", "/warmup", 200, 1)})
@@ -148,7 +148,7 @@ instant:
     cooldown: 1s
 `)
 	in := newInstant(t, alerts.InstantConfig{}, set, n.js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	now := time.Now()
 	in.Observe([]event.Request{
 		req(now, "web", "/a", 500, 6000), req(now, "web", "/b", 502, 7000), req(now, "api", "/a", 503, 9000),
@@ -189,7 +189,7 @@ func TestPoison(t *testing.T) {
 	n := newNATS(t)
 	c := collect(t, n.nc)
 	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Minute)), n.js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	long := strings.Repeat("/x", 100_000)
 	poison := []event.Request{
 		{}, // zero: status 0, no service, no endpoint
@@ -248,7 +248,7 @@ func TestInstantRestart(t *testing.T) {
 	set := mustParse(t, instantRules(t, 2*time.Second))
 	nc1, js1 := n.conn(t)
 	first := newInstant(t, alerts.InstantConfig{}, set, js1, nop)
-	stop := run(t, first.Run)
+	stop := testenv.Run(t, first.Run)
 	first.Observe([]event.Request{req(time.Now(), "api", "/x", 500, 1), req(time.Now(), "api", "/x", 500, 1)})
 	fired := c.wait("server_error", alerts.StateFiring, 1, 5*time.Second)
 	first.Observe([]event.Request{req(time.Now(), "api", "/x", 500, 1)})
@@ -258,7 +258,7 @@ func TestInstantRestart(t *testing.T) {
 
 	_, js2 := n.conn(t)
 	second := newInstant(t, alerts.InstantConfig{}, set, js2, nop)
-	run(t, second.Run)
+	testenv.Run(t, second.Run)
 	second.Observe([]event.Request{req(time.Now(), "api", "/x", 502, 1)})
 	res := c.wait("server_error", alerts.StateResolved, 1, 10*time.Second)
 	c.settle(nil)
@@ -284,7 +284,7 @@ func TestInstantReplicas(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		_, js := n.conn(t)
 		in := newInstant(t, alerts.InstantConfig{FlushEvery: 200 * time.Millisecond}, set, js, nop)
-		run(t, in.Run)
+		testenv.Run(t, in.Run)
 		replicas = append(replicas, in)
 	}
 	var wg sync.WaitGroup

@@ -189,31 +189,6 @@ func kvKeys(t testing.TB, kv jetstream.KeyValue, prefix string) []string {
 	return out
 }
 
-// run starts f (a component's Run) and stops it, waiting for it, at the
-// end of the test or when the returned stop is called.
-func run(t testing.TB, f func(ctx context.Context) error) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v; want nil", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Run did not return within 30s of its context ending")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // newInstant, newEvaluator and newHistory build components whose
 // configuration the test expects to be valid.
 func newInstant(t testing.TB, cfg alerts.InstantConfig, set *rules.Set, js jetstream.JetStream, log zerolog.Logger) *alerts.Instant {

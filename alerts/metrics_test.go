@@ -119,7 +119,7 @@ func TestHistoryMetrics(t *testing.T) {
 	if _, err := n.js.Publish(testCtx(t), a.Subject(), data); err != nil {
 		t.Fatal(err)
 	}
-	run(t, h.Run)
+	testenv.Run(t, h.Run)
 	testenv.Eventually(t, 20*time.Second, "malformed and stored alerts counted", func() bool {
 		got := gather(t, reg)
 		return got["pulse_alerts_history_malformed_messages_total"].value == 1 && got["pulse_alerts_history_rows_total"].value == 1

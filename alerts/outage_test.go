@@ -71,7 +71,7 @@ func TestInstantNATSOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := newInstant(t, alerts.InstantConfig{Timeout: 500 * time.Millisecond}, mustParse(t, instantRules(t, 2*time.Second)), js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	watch, _ := testenv.Connect(t, url)
 	c := collect(t, watch)
 	in.Observe([]event.Request{req(time.Now(), "api", "/before", 500, 1)})

@@ -17,7 +17,7 @@ func tail(t *testing.T, n *natsEnv, severities []string) *testenv.LogBuffer {
 	t.Helper()
 	nc, _ := n.conn(t)
 	out := &testenv.LogBuffer{}
-	run(t, func(ctx context.Context) error {
+	testenv.Run(t, func(ctx context.Context) error {
 		return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: severities}, out)
 	})
 	testenv.Eventually(t, 5*time.Second, "tail subscribed", func() bool { return strings.HasPrefix(out.String(), "# listening on ") })
@@ -32,7 +32,7 @@ func TestTail(t *testing.T) {
 	all := tail(t, n, nil)
 	warnings := tail(t, n, []string{"warning"})
 	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Second)), n.js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	in.Observe([]event.Request{
 		req(time.Now(), "api", "/pay", 502, 10),
 		req(time.Now(), "web", "/slow\x1b[2J", 200, 6000),
@@ -80,7 +80,7 @@ func TestTailFiring(t *testing.T) {
 		t.Helper()
 		nc, _ := n.conn(t)
 		out := &testenv.LogBuffer{}
-		run(t, func(ctx context.Context) error {
+		testenv.Run(t, func(ctx context.Context) error {
 			return alerts.Tail(ctx, nc, alerts.TailConfig{Severities: severities, Firing: true}, out)
 		})
 		testenv.Eventually(t, 5*time.Second, "tail subscribed", func() bool { return strings.Contains(out.String(), "# listening on ") })
@@ -90,7 +90,7 @@ func TestTailFiring(t *testing.T) {
 		t.Errorf("before any alert:\n%s\nwant \"# firing now: 0\" then the header", got)
 	}
 	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, time.Hour)), n.js, nop)
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 	in.Observe([]event.Request{req(time.Now(), "api", "/pay", 502, 10)})
 	testenv.Eventually(t, 10*time.Second, "server_error in the state bucket", func() bool {
 		as, err := alerts.Firing(testCtx(t), n.kv)

@@ -395,7 +395,7 @@ func TestLeader(t *testing.T) {
 		nc, js := n.conn(t)
 		e := newEvaluator(t, alerts.EvaluatorConfig{Interval: 50 * time.Millisecond, Lease: lease, Instance: name},
 			mustParse(t, yaml), js, store, nop)
-		stop := run(t, e.Run)
+		stop := testenv.Run(t, e.Run)
 		return &replica{e: e, stop: stop, kill: func() { nc.Close(); stop() }}
 	}
 	leaderOf := func(rs ...*replica) []*replica {

@@ -66,7 +66,7 @@ func TestAlertmanager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, in.Run)
+	testenv.Run(t, in.Run)
 
 	start := time.Now()
 	burst(in, "/api/payments")
@@ -155,7 +155,7 @@ func BenchmarkAlertmanagerLatency(b *testing.B) {
 	startNotifier(b, cfg, n.js, nop)
 	set, _ := rules.Parse([]byte(burstRules))
 	in, _ := alerts.NewInstant(alerts.InstantConfig{}, set, n.js, nop)
-	run(b, in.Run)
+	testenv.Run(b, in.Run)
 	var worst time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -85,31 +84,6 @@ func transition(id, rule, severity, state string) alerts.Alert {
 	return a
 }
 
-// run starts f and stops it, waiting for it, at the end of the test or
-// when stop is called.
-func run(t testing.TB, f func(ctx context.Context) error) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v; want nil", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Run did not return within 30s of its context ending")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // startNotifier runs a Notifier and waits until its receivers' consumers
 // exist (they deliver new transitions only).
 func startNotifier(t testing.TB, cfg notify.Config, js jetstream.JetStream, log zerolog.Logger) (*notify.Notifier, func()) {
@@ -118,7 +92,7 @@ func startNotifier(t testing.TB, cfg notify.Config, js jetstream.JetStream, log 
 	if err != nil {
 		t.Fatalf("notify.New: %v", err)
 	}
-	stop := run(t, n.Run)
+	stop := testenv.Run(t, n.Run)
 	for _, r := range cfg.Receivers {
 		testenv.Eventually(t, 20*time.Second, "consumer of "+r.Name, func() bool {
 			_, err := js.Consumer(testCtx(t), alerts.DefaultStream, notify.ConsumerName(r.Name))
@@ -249,16 +223,6 @@ type alertmanager struct {
 	url string
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func alertmanagerBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("PULSE_TEST_ALERTMANAGER"); p != "" {
@@ -291,11 +255,11 @@ receivers:
 	if err := os.WriteFile(filepath.Join(dir, "alertmanager.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	addr := testenv.FreeAddr(t)
 	var log strings.Builder
 	var logMu sync.Mutex
 	cmd := exec.Command(alertmanagerBinary(t), "--config.file="+filepath.Join(dir, "alertmanager.yml"),
-		"--storage.path="+filepath.Join(dir, "data"), fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port),
+		"--storage.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr,
 		"--cluster.listen-address=", "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = lockedWriter{&logMu, &log}, lockedWriter{&logMu, &log}
 	if err := cmd.Start(); err != nil {
@@ -307,7 +271,7 @@ receivers:
 		_ = cmd.Process.Kill()
 		<-done
 	})
-	am := &alertmanager{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	am := &alertmanager{url: "http://" + addr}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(am.url + "/-/ready")

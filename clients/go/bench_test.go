@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 // BenchmarkRecord is the cost of Record on the caller's goroutine: validate
 // and queue one metric (Pulse unreachable, so nothing is sent meanwhile and
 // the full buffer drops its oldest).
 func BenchmarkRecord(b *testing.B) {
-	c, err := New(Config{URL: "http://" + freeAddr(b), Token: "t", Service: "web", MaxBuffer: 1 << 16, FlushInterval: time.Hour}, zerolog.Nop())
+	c, err := New(Config{URL: "http://" + testenv.FreeAddr(b), Token: "t", Service: "web", MaxBuffer: 1 << 16, FlushInterval: time.Hour}, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}

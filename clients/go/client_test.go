@@ -165,7 +165,7 @@ func TestShutdownDeliversBuffered(t *testing.T) {
 }
 
 func TestShutdownDeadline(t *testing.T) {
-	c, _ := newClient(t, "http://"+freeAddr(t), Config{BatchSize: 50})
+	c, _ := newClient(t, "http://"+testenv.FreeAddr(t), Config{BatchSize: 50})
 	for i := range 120 {
 		c.Record(metric(i))
 	}

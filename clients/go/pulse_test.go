@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,25 +52,15 @@ type pulse struct {
 	stderr *testenv.LogBuffer
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startPulse runs pulse serve with its own data dir, ports and fresh
 // database, and the given ingest rate limit.
 func startPulse(t testing.TB, ingestLimit string) *pulse {
 	t.Helper()
 	store := testenv.ClickHouse(t)
-	httpAddr := freeAddr(t)
+	httpAddr := testenv.FreeAddr(t)
 	p := &pulse{t: t, url: "http://" + httpAddr, store: store}
 	p.args = []string{"serve", "--clickhouse-dsn", testenv.ClickHouseDSN() + "/" + store.Database(), "--data-dir", t.TempDir(),
-		"--http-addr", httpAddr, "--nats-listen", freeAddr(t), "--batch-delay", "50ms", "--drain-grace", "0s", "--ack-wait", "5s"}
+		"--http-addr", httpAddr, "--nats-listen", testenv.FreeAddr(t), "--batch-delay", "50ms", "--drain-grace", "0s", "--ack-wait", "5s"}
 	p.env = []string{"PULSE_INGEST_TOKENS=app:" + ingestToken, "PULSE_ADMIN_TOKENS=admin:" + adminToken,
 		"PULSE_INGEST_RATE_LIMIT=" + ingestLimit, "PULSE_ADMIN_RATE_LIMIT=100000/min", "PULSE_LOG_FORMAT=json"}
 	t.Cleanup(p.stop)

@@ -39,8 +39,8 @@ func benchPulse(b *testing.B) (*proc, string, *chstore.Store) {
 		"PULSE_CLICKHOUSE_DSN=" + testenv.ClickHouseDSN() + "/" + store.Database(),
 		"PULSE_INGEST_TOKENS=bench:" + benchIngestToken,
 		"PULSE_ADMIN_TOKENS=admin:" + benchAdminToken,
-		"PULSE_HTTP_ADDR=" + freeAddr(b),
-		"PULSE_NATS_LISTEN=" + freeAddr(b),
+		"PULSE_HTTP_ADDR=" + testenv.FreeAddr(b),
+		"PULSE_NATS_LISTEN=" + testenv.FreeAddr(b),
 		"PULSE_LOG_FORMAT=json",
 		"PULSE_INGEST_RATE_LIMIT=1000000/s", // the load comes from one principal
 	}, "serve", "--data-dir", b.TempDir())

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 // TestDataDirLock: a second holder of a data directory is refused with an
@@ -97,7 +99,7 @@ func TestServeDataDir(t *testing.T) {
 		}
 		return admin[1], ingest[1]
 	}
-	p := startPulse(t, bin, append(env, "PULSE_HTTP_ADDR="+freeAddr(t)), "serve", "--data-dir", dir, "--nats-listen", freeAddr(t))
+	p := startPulse(t, bin, append(env, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t)), "serve", "--data-dir", dir, "--nats-listen", testenv.FreeAddr(t))
 	admin, ingest := tokens(p)
 	var st storedTokens
 	b, err := os.ReadFile(filepath.Join(dir, tokensFile))
@@ -105,7 +107,7 @@ func TestServeDataDir(t *testing.T) {
 		t.Fatalf("tokens file %s (%v); want the printed tokens", b, err)
 	}
 
-	second := exec.Command(bin, "serve", "--data-dir", dir, "--nats-listen", freeAddr(t), "--http-addr", freeAddr(t))
+	second := exec.Command(bin, "serve", "--data-dir", dir, "--nats-listen", testenv.FreeAddr(t), "--http-addr", testenv.FreeAddr(t))
 	second.Env = append(os.Environ(), env...)
 	out, err := second.CombinedOutput()
 	want := "is in use by another pulse serve (pid " + strconv.Itoa(p.cmd.Process.Pid) + ")"
@@ -121,7 +123,7 @@ func TestServeDataDir(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), `"grace":"5s"`) {
 		t.Errorf("shutdown log lacks \"grace\":\"5s\":\n%s", p.stderr.String())
 	}
-	p = startPulse(t, bin, append(env, "PULSE_HTTP_ADDR="+freeAddr(t)), "serve", "--data-dir", dir, "--nats-listen", freeAddr(t))
+	p = startPulse(t, bin, append(env, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t)), "serve", "--data-dir", dir, "--nats-listen", testenv.FreeAddr(t))
 	if a, i := tokens(p); a != admin || i != ingest {
 		t.Errorf("tokens after restart differ from the first run's")
 	}

@@ -29,14 +29,14 @@ func TestEdgeKill9(t *testing.T) {
 	_, js := testenv.Connect(t, ns.ClientURL())
 	testenv.Streams(t, js, stream.Config{})
 	store := testenv.ClickHouse(t)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	env := []string{
 		"PULSE_NATS_URL=" + ns.ClientURL(),
 		"PULSE_CLICKHOUSE_DSN=" + testenv.ClickHouseDSN() + "/" + store.Database(),
 		"PULSE_LOG_FORMAT=json", "PULSE_INGEST_TOKENS=fleet:" + testIngestToken, "PULSE_ADMIN_TOKENS=ops:" + testAdminToken,
 		"PULSE_INGEST_RATE_LIMIT=1000000/min", "PULSE_HTTP_ADDR=" + addr,
 	}
-	startPulse(t, bin, env, "serve", "--roles", "aggregator", "--batch-delay", "50ms", "--http-addr", freeAddr(t))
+	startPulse(t, bin, env, "serve", "--roles", "aggregator", "--batch-delay", "50ms", "--http-addr", testenv.FreeAddr(t))
 	edgeArgs := []string{"serve", "--roles", "ingest", "--coalesce-delay", "2ms"}
 	edge := startPulse(t, bin, env, edgeArgs...)
 

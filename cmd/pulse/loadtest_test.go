@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wedsync/pulse/internal/loadtest"
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 // TestLoadtest is the smoke of `pulse loadtest` in `make test`: 200 mixed
@@ -18,7 +19,7 @@ import (
 func TestLoadtest(t *testing.T) {
 	bin := pulseBinary(t, "chdb")
 	const admin, ingest = "loadtest-admin-token-0123456789", "loadtest-ingest-token-0123456789"
-	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + freeAddr(t),
+	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + testenv.FreeAddr(t),
 		"PULSE_ADMIN_TOKENS=a:" + admin, "PULSE_INGEST_TOKENS=i:" + ingest,
 		"PULSE_INGEST_RATE_LIMIT=1000000/min", "PULSE_ADMIN_RATE_LIMIT=100000/min"}, "serve", "--data-dir", t.TempDir())
 	target := "http://" + p.httpAddr()
@@ -61,7 +62,7 @@ func TestLoadtest(t *testing.T) {
 	}
 	f(1, "the ingest token was refused", "--target", target, "--token", "not-the-token-0123456789", "--users", "10", "--duration", "2s", "--ramp-up", "1s")
 	f(1, "the admin token was refused", "--target", target, "--token", ingest, "--admin-token", "not-the-token-0123456789", "--users", "10", "--duration", "2s", "--ramp-up", "1s")
-	f(1, "connection refused", "--target", "http://"+freeAddr(t), "--token", ingest, "--users", "10", "--duration", "2s", "--ramp-up", "1s")
+	f(1, "connection refused", "--target", "http://"+testenv.FreeAddr(t), "--token", ingest, "--users", "10", "--duration", "2s", "--ramp-up", "1s")
 	f(2, "not on loopback", "--target", "http://192.0.2.1:7480", "--token", ingest)
 	f(2, "--scenario", "--scenario", "chaos", "--token", ingest)
 	f(2, "--token", "--target", target)

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 // TestCommandsWithoutEnvironment: a binary built with the chdb tag runs
@@ -39,5 +41,5 @@ func TestCommandsWithoutEnvironment(t *testing.T) {
 	f(0, "-firing", "alerts", "tail", "--help")
 	f(0, "-clickhouse-dsn", "migrate", "-h")
 	// serve opens chDB, which is not to be found here: one line, exit 1.
-	f(1, "pulse: open chdb at ", "serve", "--data-dir", t.TempDir(), "--http-addr", freeAddr(t), "--nats-listen", freeAddr(t))
+	f(1, "pulse: open chdb at ", "serve", "--data-dir", t.TempDir(), "--http-addr", testenv.FreeAddr(t), "--nats-listen", testenv.FreeAddr(t))
 }

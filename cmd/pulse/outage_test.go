@@ -32,7 +32,7 @@ func TestClickHouseOutage(t *testing.T) {
 		"PULSE_CLICKHOUSE_DSN=" + ch.DSN(db),
 		"PULSE_INGEST_TOKENS=load:" + token,
 		"PULSE_ADMIN_TOKENS=admin:admin-token-for-the-outage-test",
-		"PULSE_HTTP_ADDR=" + freeAddr(t),
+		"PULSE_HTTP_ADDR=" + testenv.FreeAddr(t),
 		"PULSE_LOG_FORMAT=json",
 	}, "serve", "--data-dir", t.TempDir(), "--batch-delay", "100ms", "--ack-wait", "10s")
 	url := "http://" + p.httpAddr() + "/api/admin/system/metrics"

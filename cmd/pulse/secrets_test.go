@@ -221,14 +221,14 @@ func runSecretsPhase(t *testing.T, bin string, ss secretSet, cfg secretsConfig) 
 		fmt.Fprint(w, "ok")
 	}))
 	t.Cleanup(extSrv.Close)
-	closed := freeAddr(t) // nothing listens here
+	closed := testenv.FreeAddr(t) // nothing listens here
 	authAddr := strings.TrimPrefix(authSrv.URL, "http://")
 	extAddr := strings.TrimPrefix(extSrv.URL, "http://")
 
 	env := []string{
 		"PULSE_LOG_FORMAT=json",
 		"PULSE_LOG_LEVEL=debug",
-		"PULSE_HTTP_ADDR=" + freeAddr(t),
+		"PULSE_HTTP_ADDR=" + testenv.FreeAddr(t),
 		"PULSE_DATA_DIR=" + t.TempDir(),
 		"PULSE_NATS_URL=nats://" + ss["NATS token"] + "@" + natsAddr,
 		"PULSE_CLICKHOUSE_DSN=" + chDSN,
@@ -586,7 +586,7 @@ func secretsStartupErrors(t *testing.T, bin, chURL, redisURL string) {
 	chHost := hostOf(t, chURL, "127.0.0.1:9000")
 	wrongCH := "clickhouse://default:" + ss["ClickHouse password"] + "@" + chHost + "/" + db
 	base := []string{
-		"PULSE_LOG_FORMAT=json", "PULSE_LOG_LEVEL=debug", "PULSE_HTTP_ADDR=" + freeAddr(t), "PULSE_DATA_DIR=" + t.TempDir(),
+		"PULSE_LOG_FORMAT=json", "PULSE_LOG_LEVEL=debug", "PULSE_HTTP_ADDR=" + testenv.FreeAddr(t), "PULSE_DATA_DIR=" + t.TempDir(),
 		"PULSE_NATS_URL=" + natsURL, "PULSE_CLICKHOUSE_DSN=clickhouse://default:@" + chHost + "/" + db,
 		"PULSE_ADMIN_TOKENS=ops:" + ss["admin token"], "PULSE_INGEST_TOKENS=fleet:" + ss["ingest token"],
 	}

@@ -84,7 +84,7 @@ func TestServeSecureNATS(t *testing.T) {
 		"PULSE_CLICKHOUSE_DSN_FILE=" + secretFile(t, "dsn", chDSN), "PULSE_CLICKHOUSE_CA=" + ca.CAFile, "PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24),
 		"PULSE_INGEST_TOKENS_FILE=" + secretFile(t, "ingest-tokens", "fleet:"+ingestToken)}
 
-	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_NATS_CA="+ca.CAFile, "PULSE_NATS_TOKEN_FILE="+tokenFile), "serve")
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_NATS_CA="+ca.CAFile, "PULSE_NATS_TOKEN_FILE="+tokenFile), "serve")
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr()+"/api/admin/system/metrics",
 		strings.NewReader(`{"endpoint":"/api/tls","response_time_ms":12,"status_code":200,"service":"web"}`))
 	req.Header.Set("Authorization", "Bearer "+ingestToken)
@@ -121,7 +121,7 @@ func TestServeSecureNATS(t *testing.T) {
 
 	f := func(name string, env []string, code int, want ...string) {
 		t.Run(name, func(t *testing.T) {
-			got, out := runPulse(t, bin, append(append(base, "PULSE_HTTP_ADDR="+freeAddr(t)), env...), "serve")
+			got, out := runPulse(t, bin, append(append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t)), env...), "serve")
 			if got != code {
 				t.Errorf("exit %d; want %d\n%s", got, code, out)
 			}
@@ -147,17 +147,17 @@ func TestServeSecureNATS(t *testing.T) {
 // a client without it cannot publish to pulse.ingest.>.
 func TestServeEmbeddedNATSListen(t *testing.T) {
 	bin := pulseBinary(t, "")
-	_, port, _ := net.SplitHostPort(freeAddr(t))
+	_, port, _ := net.SplitHostPort(testenv.FreeAddr(t))
 	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_ROLES=ingest", "PULSE_NATS_LISTEN=0.0.0.0:" + port,
 		"PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=fleet:" + newSecret("ingtok", 24)}
 
-	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve")
+	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve")
 	if code != 2 || !strings.Contains(out, "--nats-listen") || !strings.Contains(out, "without authentication") {
 		t.Fatalf("serve on 0.0.0.0 without a token: exit %d; want 2 naming --nats-listen\n%s", code, out)
 	}
 
 	token := newSecret("embtok", 24)
-	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
 		"PULSE_NATS_LISTEN_TOKEN_FILE="+secretFile(t, "token", token)), "serve")
 	url := strings.Replace(p.natsURL(), "0.0.0.0", "127.0.0.1", 1)
 	if nc, err := nats.Connect(url); err == nil {
@@ -232,9 +232,9 @@ func TestServeHTTPS(t *testing.T) {
 	}
 	rediss := "rediss://" + ca.TLSProxy(t, redisURL.Host, false) + redisURL.Path
 	fleet, ingestToken := newSecret("fleettls", 12), newSecret("ingtok", 24)
-	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_ROLES=ingest", "PULSE_NATS_LISTEN=" + freeAddr(t),
+	base := []string{"PULSE_LOG_FORMAT=json", "PULSE_ROLES=ingest", "PULSE_NATS_LISTEN=" + testenv.FreeAddr(t),
 		"PULSE_ADMIN_TOKENS=ops:" + newSecret("admtok", 24), "PULSE_INGEST_TOKENS=" + fleet + ":" + ingestToken}
-	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
 		"PULSE_REDIS_URL="+rediss, "PULSE_REDIS_CA="+ca.CAFile, "PULSE_INGEST_RATE_LIMIT=1/hour"),
 		"serve", "--tls-cert", ca.ServerCert, "--tls-key", ca.ServerKey)
 	addr := p.httpAddr()
@@ -278,11 +278,11 @@ func TestServeHTTPS(t *testing.T) {
 		t.Errorf("Redis holds %d rate-limit keys %s (%v); want 1: Redis over TLS unused", n, key, err)
 	}
 
-	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve", "--tls-cert", ca.ServerCert)
+	code, out := runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir()), "serve", "--tls-cert", ca.ServerCert)
 	if code != 2 || !strings.Contains(out, "--tls-cert") {
 		t.Errorf("--tls-cert without --tls-key: exit %d; want 2 naming the flag\n%s", code, out)
 	}
-	code, out = runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+freeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+	code, out = runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
 		"PULSE_REDIS_URL="+rediss, "PULSE_REDIS_CA="+ca.ServerKey), "serve")
 	if code != 2 || !strings.Contains(out, "--redis-ca") {
 		t.Errorf("--redis-ca without a certificate: exit %d; want 2 naming the flag\n%s", code, out)
@@ -296,7 +296,7 @@ func TestNATSFlagsMismatch(t *testing.T) {
 	f := func(want string, args ...string) {
 		t.Helper()
 		var stderr bytes.Buffer
-		args = append([]string{"serve", "--data-dir", t.TempDir(), "--http-addr", freeAddr(t)}, args...)
+		args = append([]string{"serve", "--data-dir", t.TempDir(), "--http-addr", testenv.FreeAddr(t)}, args...)
 		if code := run(args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), want) {
 			t.Errorf("pulse %v: exit %d, %q; want 2 saying %q", args, code, stderr.String(), want)
 		}

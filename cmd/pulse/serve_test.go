@@ -44,7 +44,7 @@ func TestServeEmbedded(t *testing.T) {
 	bin := pulseBinary(t, "chdb")
 	dir := t.TempDir()
 	const jwtSecret = "a-jwt-secret-of-at-least-32-bytes-for-tests"
-	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + freeAddr(t),
+	p := startPulse(t, bin, []string{"PULSE_LOG_FORMAT=json", "PULSE_HTTP_ADDR=" + testenv.FreeAddr(t),
 		"PULSE_JWT_SECRET=" + jwtSecret, "PULSE_ADMIN_RATE_LIMIT=60/min"}, "serve", "--data-dir", dir, "--drain-grace", "10s")
 	addr := p.httpAddr()
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -487,8 +486,8 @@ func startPulse(t *testing.T, adminLimit string) *pulse {
 	}
 	store := testenv.ClickHouse(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr, "--nats-listen", freeAddr(t),
+	addr := testenv.FreeAddr(t)
+	cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr, "--nats-listen", testenv.FreeAddr(t),
 		"--clickhouse-dsn", testenv.ClickHouseDSN()+"/"+store.Database(), "--admin-rate-limit", adminLimit)
 	cmd.Env = append(os.Environ(), "PULSE_LOG_FORMAT=json", "PULSE_ADMIN_TOKENS=ops:"+adminToken, "PULSE_INGEST_TOKENS=fleet:"+ingestToken,
 		"PULSE_INGEST_RATE_LIMIT=1000000/min")
@@ -544,16 +543,6 @@ func postFixture(t *testing.T, base string) {
 		}
 		return get("/api/admin/system/stats", &st) && st.RequestsStored == 4 && get("/api/admin/alerts", &al) && al.Firing >= 2
 	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // outputDir is .work/test-output at the repository root (gitignored).
