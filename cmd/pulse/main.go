@@ -319,21 +319,40 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-// withClickHouseCA is dsn with --clickhouse-ca as its ca= option (TLS with
-// a private CA); a chdb: DSN takes none.
-func withClickHouseCA(dsn, ca string) (string, error) {
-	if ca == "" {
+// clickHouseTLS are the TLS flags of a clickhouse:// DSN, given as the
+// DSN's ca=, cert= and key= options.
+type clickHouseTLS struct{ ca, cert, key string }
+
+func (c *clickHouseTLS) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.ca, "clickhouse-ca", "", "PEM CA certificates of the ClickHouse server's certificate; turns TLS on (the DSN's ca= option)")
+	fs.StringVar(&c.cert, "clickhouse-cert", "", "PEM client certificate for ClickHouse (with --clickhouse-key; turns TLS on; the DSN's cert= option)")
+	fs.StringVar(&c.key, "clickhouse-key", "", "PEM key of --clickhouse-cert (the DSN's key= option)")
+}
+
+// apply is dsn with the flags as its options; a chdb: DSN takes none, an
+// unreadable file or a certificate without its key is a usage error
+// naming the flag.
+func (c clickHouseTLS) apply(dsn string) (string, error) {
+	if c == (clickHouseTLS{}) {
 		return dsn, nil
 	}
-	if _, err := os.ReadFile(ca); err != nil {
-		return "", fmt.Errorf("%w: --clickhouse-ca: %v", errUsage, err)
+	if (c.cert == "") != (c.key == "") {
+		return "", fmt.Errorf("%w: --clickhouse-cert and --clickhouse-key go together", errUsage)
 	}
 	u, err := url.Parse(dsn)
 	if err != nil || u.Scheme != "clickhouse" {
-		return "", fmt.Errorf("%w: --clickhouse-ca needs a clickhouse:// DSN", errUsage)
+		return "", fmt.Errorf("%w: --clickhouse-ca, --clickhouse-cert and --clickhouse-key need a clickhouse:// DSN", errUsage)
 	}
 	q := u.Query()
-	q.Set("ca", ca)
+	for _, f := range []struct{ flag, opt, path string }{{"clickhouse-ca", "ca", c.ca}, {"clickhouse-cert", "cert", c.cert}, {"clickhouse-key", "key", c.key}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			return "", fmt.Errorf("%w: --%s: %v", errUsage, f.flag, err)
+		}
+		q.Set(f.opt, f.path)
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

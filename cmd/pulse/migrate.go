@@ -12,7 +12,8 @@ import (
 func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", stderr)
 	dsn := fs.String("clickhouse-dsn", "chdb:data/chdb", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded)")
-	ca := fs.String("clickhouse-ca", "", "PEM CA certificates of the ClickHouse server's certificate; turns TLS on")
+	var chTLS clickHouseTLS
+	chTLS.register(fs)
 	var lf logFlags
 	lf.register(fs)
 	ret := retentionFlags(fs)
@@ -27,10 +28,13 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *dsn, err = withClickHouseCA(*dsn, *ca); err != nil {
+	if *dsn, err = chTLS.apply(*dsn); err != nil {
 		return err
 	}
 	store, err := chstore.Open(ctx, *dsn, log)
+	if clickHouseAuthError(err) {
+		return refusedCredential("ClickHouse", err)
+	}
 	if err != nil {
 		return err
 	}

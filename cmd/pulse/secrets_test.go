@@ -131,15 +131,20 @@ func TestSecretsNeverLeak(t *testing.T) {
 		database func(pw string) string
 		redis    func(pw string) string
 		dbUp     bool
+		// redisRefusesLater runs a private Redis that refuses the
+		// credential once pulse serves (redis is then unused).
+		redisRefusesLater bool
 	}{
 		{
 			// Postgres trusts local connections, so the password is sent
-			// nowhere but the probe connects; Redis has no user "pulse",
-			// so every Redis call fails (the error path).
-			name:     "postgres_up_redis_refuses",
-			database: func(pw string) string { return withUser(t, pgURL, url.UserPassword("postgres", pw)) },
-			redis:    func(pw string) string { return withUser(t, redisURL, url.UserPassword("pulse", pw)) },
-			dbUp:     true,
+			// nowhere but the probe connects; Redis (a private one) accepts
+			// the ACL user "pulse" at start, then its password changes, so
+			// every Redis call fails (the error path). A credential refused
+			// at start would stop pulse serve.
+			name:              "postgres_up_redis_refuses",
+			database:          func(pw string) string { return withUser(t, pgURL, url.UserPassword("postgres", pw)) },
+			dbUp:              true,
+			redisRefusesLater: true,
 		},
 		{
 			// The default Redis user has no password, and Redis 7 accepts
@@ -171,13 +176,19 @@ func TestSecretsNeverLeak(t *testing.T) {
 				"external password":  newSecret("extpw", 24),
 				"NATS token":         newSecret("natstok", 24),
 			}
-			runSecretsPhase(t, bin, ss, secretsConfig{
+			cfg := secretsConfig{
 				databaseURL: ph.database(ss["Postgres password"]),
-				redisURL:    ph.redis(ss["Redis password"]),
 				dbUp:        ph.dbUp,
 				internal: []string{hostOf(t, pgURL, "127.0.0.1:5432"), hostOf(t, redisURL, "127.0.0.1:6379"),
 					hostOf(t, chURL, "127.0.0.1:9000")},
-			})
+			}
+			if ph.redisRefusesLater {
+				cfg.redisURL, cfg.started = redisRefusingLater(t, ss["Redis password"])
+				cfg.internal = append(cfg.internal, hostOf(t, cfg.redisURL, ""))
+			} else {
+				cfg.redisURL = ph.redis(ss["Redis password"])
+			}
+			runSecretsPhase(t, bin, ss, cfg)
 		})
 	}
 	t.Run("startup_errors", func(t *testing.T) { secretsStartupErrors(t, bin, chURL, redisURL) })
@@ -187,6 +198,27 @@ type secretsConfig struct {
 	databaseURL, redisURL string
 	dbUp                  bool     // the database probe can connect
 	internal              []string // host:port of the services, never to be shown
+	started               func()   // if set, called once pulse serves
+}
+
+// redisRefusingLater starts a private Redis whose ACL user "pulse" has
+// password, and returns its URL and a function that changes the password
+// and drops the user's connections: from then on Redis refuses Pulse.
+func redisRefusingLater(t *testing.T, password string) (string, func()) {
+	rs := testenv.StartRedisServer(t)
+	rc := rs.Client()
+	ctx := context.Background()
+	if err := rc.Do(ctx, "ACL", "SETUSER", "pulse", "on", ">"+password, "~*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	return "redis://pulse:" + password + "@" + rs.Addr() + "/0", func() {
+		if err := rc.Do(ctx, "ACL", "SETUSER", "pulse", "resetpass", ">"+newSecret("rotated", 24)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Do(ctx, "CLIENT", "KILL", "USER", "pulse").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func runSecretsPhase(t *testing.T, bin string, ss secretSet, cfg secretsConfig) {
@@ -256,6 +288,9 @@ func runSecretsPhase(t *testing.T, bin string, ss secretSet, cfg secretsConfig) 
 		}
 	}
 	p := startPulse(t, bin, env, "serve")
+	if cfg.started != nil {
+		cfg.started()
+	}
 	base := "http://" + p.httpAddr()
 	t.Logf("serving %s after start", time.Since(start).Round(time.Millisecond))
 
@@ -596,10 +631,10 @@ func secretsStartupErrors(t *testing.T, bin, chURL, redisURL string) {
 		args []string
 		code int // wanted exit code
 	}{
-		{"migrate with a wrong ClickHouse password", nil, []string{"migrate", "--clickhouse-dsn", wrongCH}, 1},
-		{"serve with a wrong ClickHouse password", []string{"PULSE_CLICKHOUSE_DSN=" + wrongCH}, []string{"serve"}, 1},
+		{"migrate with a wrong ClickHouse password", nil, []string{"migrate", "--clickhouse-dsn", wrongCH}, 2},
+		{"serve with a wrong ClickHouse password", []string{"PULSE_CLICKHOUSE_DSN=" + wrongCH}, []string{"serve"}, 2},
 		{"serve with a ClickHouse DSN that is not a URL", []string{"PULSE_CLICKHOUSE_DSN=clickhouse://default:" + ss["ClickHouse password"] + "@" + chHost + "/%zz"}, []string{"serve"}, 1},
-		{"serve with a wrong NATS token", []string{"PULSE_NATS_URL=nats://" + ss["wrong NATS token"] + "@" + strings.TrimPrefix(ns.ClientURL(), "nats://")}, []string{"serve"}, 1},
+		{"serve with a wrong NATS token", []string{"PULSE_NATS_URL=nats://" + ss["wrong NATS token"] + "@" + strings.TrimPrefix(ns.ClientURL(), "nats://")}, []string{"serve"}, 2},
 		{"serve with an unparsable database URL", []string{"PULSE_DATABASE_URL=postgres://postgres:" + ss["Postgres password"] + "@127.0.0.1:notaport/x"}, []string{"serve"}, 2},
 		{"serve with an unparsable Redis URL", []string{"PULSE_REDIS_URL=redis://:" + ss["Redis password"] + "@" + hostOf(t, redisURL, "127.0.0.1:6379") + "/notadb"}, []string{"serve"}, 2},
 		{"serve with a short token", []string{"PULSE_ADMIN_TOKENS=ops:" + ss["short token"]}, []string{"serve"}, 2},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wedsync/pulse/internal/testenv"
 )
@@ -76,6 +77,18 @@ func TestServeSecureNATS(t *testing.T) {
 	}
 	if code, out := runPulse(t, bin, nil, "migrate", "--clickhouse-dsn", chDSN); code != 1 {
 		t.Errorf("migrate to a TLS port without TLS: exit %d; want 1\n%s", code, out)
+	}
+	// A proxy that demands a client certificate: --clickhouse-cert/--clickhouse-key.
+	mutualDSN := "clickhouse://default:@" + ca.TLSProxy(t, hostOf(t, testenv.ClickHouseDSN(), "127.0.0.1:9000"), true) + "/" + store.Database()
+	if code, out := runPulse(t, bin, nil, "migrate", "--clickhouse-dsn", mutualDSN, "--clickhouse-ca", ca.CAFile,
+		"--clickhouse-cert", ca.ClientCert, "--clickhouse-key", ca.ClientKey); code != 0 {
+		t.Fatalf("migrate over mutual TLS: exit %d\n%s", code, out)
+	}
+	if code, out := runPulse(t, bin, nil, "migrate", "--clickhouse-dsn", mutualDSN, "--clickhouse-ca", ca.CAFile); code != 1 {
+		t.Errorf("migrate over mutual TLS without a client certificate: exit %d; want 1\n%s", code, out)
+	}
+	if code, out := runPulse(t, bin, nil, "migrate", "--clickhouse-dsn", mutualDSN, "--clickhouse-cert", ca.ClientCert); code != 2 || !strings.Contains(out, "--clickhouse-key") {
+		t.Errorf("--clickhouse-cert without --clickhouse-key: exit %d; want 2 naming the flag\n%s", code, out)
 	}
 	ingestToken := newSecret("ingtok", 24)
 	tokenFile := secretFile(t, "nats-token", token)
@@ -136,15 +149,16 @@ func TestServeSecureNATS(t *testing.T) {
 		})
 	}
 	f("without the CA", []string{"PULSE_NATS_TOKEN_FILE=" + tokenFile}, 1, "connect to NATS", "certificate signed by unknown authority")
-	f("with a wrong token", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_TOKEN_FILE=" + secretFile(t, "wrong", "wrong-"+token)}, 1, "connect to NATS", "uthorization")
+	f("with a wrong token", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_TOKEN_FILE=" + secretFile(t, "wrong", "wrong-"+token)}, 2, "NATS refused Pulse's credential", "uthorization")
 	f("with a missing CA file", []string{"PULSE_NATS_CA=" + filepath.Join(t.TempDir(), "none.pem"), "PULSE_NATS_TOKEN_FILE=" + tokenFile}, 2, "--nats-ca")
 	f("with a missing token file", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_TOKEN_FILE=" + filepath.Join(t.TempDir(), "none")}, 2, "--nats-token-file")
 	f("with a certificate without its key", []string{"PULSE_NATS_CA=" + ca.CAFile, "PULSE_NATS_CERT=" + ca.ClientCert}, 2, "key")
 }
 
 // TestServeEmbeddedNATSListen: the embedded NATS on a non-loopback address
-// refuses to start without a token; with one, Pulse connects with it and
-// a client without it cannot publish to pulse.ingest.>.
+// refuses to start without a token or users; with one, Pulse connects with
+// it and a client without it cannot publish to pulse.ingest.>; a
+// publisher's user may publish events and nothing more.
 func TestServeEmbeddedNATSListen(t *testing.T) {
 	bin := pulseBinary(t, "")
 	_, port, _ := net.SplitHostPort(testenv.FreeAddr(t))
@@ -177,6 +191,46 @@ func TestServeEmbeddedNATSListen(t *testing.T) {
 	nc.Close()
 	if strings.Contains(p.stderr.String(), token) {
 		t.Error("the token appears in the log")
+	}
+	_ = p.terminate(30 * time.Second)
+
+	// With a users file: the publisher's JetStream publish to
+	// pulse.ingest.> is acked, its purge of the ingest stream is not
+	// answered, and a client without a credential does not get in.
+	password := newSecret("fleetpw", 24)
+	users := secretFile(t, "users.conf", `authorization { users = [
+  { user: fleet, password: "`+password+`", permissions: { publish: ["pulse.ingest.>"], subscribe: ["_INBOX.>"] } } ] }`)
+	p = startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+		"PULSE_NATS_LISTEN_USERS_FILE="+users), "serve")
+	url = strings.Replace(p.natsURL(), "0.0.0.0", "127.0.0.1", 1)
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Fatal("a client without a credential connected to the embedded NATS with users")
+	}
+	fleet, err := nats.Connect(url, nats.UserInfo("fleet", password))
+	if err != nil {
+		t.Fatalf("the publisher connects: %v", err)
+	}
+	defer fleet.Close()
+	js, err := jetstream.New(fleet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, "pulse.ingest.resources.fleet", []byte(`{"cpu":1}`)); err != nil {
+		t.Errorf("the publisher's publish to pulse.ingest.resources.fleet: %v; want acked", err)
+	}
+	if _, err := fleet.Request("$JS.API.STREAM.PURGE.PULSE_INGEST", nil, 500*time.Millisecond); err == nil {
+		t.Error("the publisher's purge of the ingest stream was answered")
+	}
+	if strings.Contains(p.stderr.String(), password) {
+		t.Error("the publisher's password appears in the log")
+	}
+	code, out = runPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_DATA_DIR="+t.TempDir(),
+		"PULSE_NATS_LISTEN_USERS_FILE="+secretFile(t, "bad.conf", `authorization { token: "`+password+`" }`)), "serve")
+	if code != 2 || !strings.Contains(out, "--nats-listen-users-file") || strings.Contains(out, password) {
+		t.Errorf("serve with a users file holding a token: exit %d; want 2 naming the flag, never the secret\n%s", code, out)
 	}
 }
 
@@ -302,5 +356,5 @@ func TestNATSFlagsMismatch(t *testing.T) {
 		}
 	}
 	f("are for --nats-url", "--nats-token-file", token)
-	f("is for the embedded NATS", "--nats-url", "nats://127.0.0.1:1", "--nats-listen-token-file", token)
+	f("are for the embedded NATS", "--nats-url", "nats://127.0.0.1:1", "--nats-listen-token-file", token)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -59,15 +60,18 @@ type serveFlags struct {
 	natsURL         string
 	natsListen      string
 	natsListenToken string // file
+	natsListenUsers string // file
 	nats            natsFlags
 	clickhouseDSN   string
-	clickhouseCA    string
+	clickhouseTLS   clickHouseTLS
 	adminTokens     string
 	ingestTokens    string
 	jwt             auth.JWTConfig
 	jwtSecret       string
 	redisURL        string
 	redisCA         string
+	redisCert       string
+	redisKey        string
 	adminLimit      string
 	ingestLimit     string
 	migrate         bool
@@ -114,10 +118,11 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.dataDir, "data-dir", "data", "folder for the embedded NATS store (and the default chDB data)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS server URL; empty runs an embedded NATS server")
 	fs.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4322", "listen address of the embedded NATS server; if taken a free port is used")
-	fs.StringVar(&f.natsListenToken, "nats-listen-token-file", "", "file holding the token the embedded NATS demands of every client; required when --nats-listen is not loopback")
+	fs.StringVar(&f.natsListenToken, "nats-listen-token-file", "", "file holding the token the embedded NATS demands of every client; this or --nats-listen-users-file is required when --nats-listen is not loopback")
+	fs.StringVar(&f.natsListenUsers, "nats-listen-users-file", "", "nats-server config file whose authorization { users = [...] } (passwords or nkeys, with permissions) the embedded NATS admits; Pulse connects as a user of its own")
 	f.nats.register(fs)
 	fs.StringVar(&f.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse: clickhouse://host:9000/db (server) or chdb:path (embedded; default chdb:<data-dir>/chdb)")
-	fs.StringVar(&f.clickhouseCA, "clickhouse-ca", "", "PEM CA certificates of the ClickHouse server's certificate; turns TLS on (the DSN's ca= option)")
+	f.clickhouseTLS.register(fs)
 	fs.StringVar(&f.adminTokens, "admin-tokens", "", "admin bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.ingestTokens, "ingest-tokens", "", "ingest bearer tokens, comma-separated name:token (prefer the env twin)")
 	fs.StringVar(&f.jwtSecret, "jwt-secret", "", "HS256 secret of Supabase-compatible admin JWTs (at least 32 bytes; prefer the env twin)")
@@ -125,6 +130,8 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.jwt.Audience, "jwt-audience", "", "required aud claim of JWTs, e.g. authenticated")
 	fs.StringVar(&f.redisURL, "redis-url", "", "Redis for rate limits and the response cache, redis://host:6379/0; empty keeps both in process")
 	fs.StringVar(&f.redisCA, "redis-ca", "", "PEM CA certificates of Redis's certificate; turns TLS on (as rediss:// does, which trusts the system's roots)")
+	fs.StringVar(&f.redisCert, "redis-cert", "", "PEM client certificate for mutual TLS with Redis (with --redis-key; turns TLS on)")
+	fs.StringVar(&f.redisKey, "redis-key", "", "PEM key of --redis-cert")
 	fs.StringVar(&f.adminLimit, "admin-rate-limit", "60/min", "requests per principal to admin routes")
 	fs.StringVar(&f.ingestLimit, "ingest-rate-limit", "6000/min", "requests per principal to ingest routes")
 	fs.StringVar(&f.probe.DatabaseURL, "database-url", "", "the app's Postgres, probed for health and connections (prefer the env twin)")
@@ -193,7 +200,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if f.clickhouseDSN == "" {
 		f.clickhouseDSN = "chdb:" + filepath.Join(f.dataDir, "chdb")
 	}
-	if f.clickhouseDSN, err = withClickHouseCA(f.clickhouseDSN, f.clickhouseCA); err != nil {
+	if f.clickhouseDSN, err = f.clickhouseTLS.apply(f.clickhouseDSN); err != nil {
 		return err
 	}
 	tokens, err := parseTokens(f.adminTokens, f.ingestTokens)
@@ -249,13 +256,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch {
 	case f.natsURL == "" && natsOpts != (stream.ClientOptions{}):
 		return fmt.Errorf("%w: the NATS credential and TLS flags are for --nats-url; the embedded NATS takes --nats-listen-token-file", errUsage)
-	case f.natsURL != "" && f.natsListenToken != "":
-		return fmt.Errorf("%w: --nats-listen-token-file is for the embedded NATS; with --nats-url use --nats-token-file", errUsage)
+	case f.natsURL != "" && (f.natsListenToken != "" || f.natsListenUsers != ""):
+		return fmt.Errorf("%w: --nats-listen-token-file and --nats-listen-users-file are for the embedded NATS; with --nats-url use --nats-token-file", errUsage)
+	case f.natsListenToken != "" && f.natsListenUsers != "":
+		return fmt.Errorf("%w: give --nats-listen-token-file or --nats-listen-users-file, not both", errUsage)
 	}
 	embedded := stream.EmbeddedConfig{Listen: f.natsListen, StoreDir: filepath.Join(f.dataDir, "nats")}
 	if f.natsListenToken != "" {
 		if embedded.Token, err = readSecretFile(f.natsListenToken); err != nil {
 			return fmt.Errorf("%w: --nats-listen-token-file: %v", errUsage, err)
+		}
+	}
+	if f.natsListenUsers != "" {
+		if err := embedded.LoadUsersFile(f.natsListenUsers); err != nil {
+			return fmt.Errorf("%w: --nats-listen-users-file: %v", errUsage, err)
 		}
 	}
 	release, err := lockDataDir(f.dataDir, f.natsURL == "" || strings.HasPrefix(f.clickhouseDSN, "chdb:"))
@@ -312,11 +326,16 @@ type process struct {
 	edge      *ingest.Edge
 	metrics   *metrics.Metrics
 	draining  func() bool // readiness turns false when it returns true
+	authFails *prometheus.CounterVec
 }
 
 func (s *process) run(ctx context.Context) error {
 	defer s.close()
 	s.metrics = metrics.New()
+	var err error
+	if s.authFails, err = authFailures(s.metrics.Registerer()); err != nil {
+		return err
+	}
 	if err := s.connectNATS(ctx); err != nil {
 		return err
 	}
@@ -329,21 +348,25 @@ func (s *process) run(ctx context.Context) error {
 		// request its short timeout, not seconds; and the rate-limit script
 		// must not be retried.
 		opt.ContextTimeoutEnabled, opt.MaxRetries = true, -1
-		if s.flags.redisCA != "" {
-			pool, err := readCAFile(s.flags.redisCA)
-			if err != nil {
-				return fmt.Errorf("%w: --redis-ca: %v", errUsage, err)
-			}
-			if opt.TLSConfig == nil {
-				host, _, _ := net.SplitHostPort(opt.Addr)
-				opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-			}
-			opt.TLSConfig.RootCAs = pool
+		if err := redisTLS(opt, s.flags.redisCA, s.flags.redisCert, s.flags.redisKey); err != nil {
+			return err
 		}
 		s.redis = redis.NewClient(opt)
+		s.redis.AddHook(redisAuthHook{failures: s.authFails.WithLabelValues("redis")})
+		if err := checkRedis(ctx, s.redis, s.log); err != nil {
+			return err
+		}
+	}
+	if s.roles["query"] && s.flags.probe.DatabaseURL != "" {
+		if err := checkPostgres(ctx, s.flags.probe.DatabaseURL); err != nil {
+			return err
+		}
 	}
 	if s.roles["aggregator"] || s.roles["query"] || s.roles["alerts"] {
 		store, err := chstore.Open(ctx, s.flags.clickhouseDSN, s.log)
+		if clickHouseAuthError(err) {
+			return refusedCredential("ClickHouse", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -456,10 +479,13 @@ func (s *process) connectNATS(ctx context.Context) error {
 		}
 		s.embedded = ns
 		url, opts = ns.ClientURL(), s.embeddedNATS.ClientOptions()
-		s.log.Info().Str("url", url).Bool("authentication", opts.Token != "").Msg("embedded NATS server with JetStream is listening")
+		s.log.Info().Str("url", url).Bool("authentication", s.embeddedNATS.Authenticated()).Msg("embedded NATS server with JetStream is listening")
 	}
 	opts.Registerer = s.metrics.Registerer()
 	nc, err := stream.Connect(url, "pulse", opts, s.log)
+	if natsAuthError(err) {
+		return refusedCredential("NATS", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -515,8 +541,11 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	}}}
 	if s.store != nil {
 		checks = append(checks,
-			httpapi.Check{Name: "clickhouse", Probe: s.store.Ping},
+			httpapi.Check{Name: "clickhouse", Probe: clickHouseCheck(s.store.Ping, s.authFails)},
 			httpapi.Check{Name: "schema", Probe: func(ctx context.Context) error { return schema.Ready(ctx, s.store) }})
+	}
+	if s.redis != nil {
+		checks = append(checks, httpapi.Check{Name: "redis_auth", Probe: redisAuthCheck(s.redis)})
 	}
 	httpapi.NewHealth(s.draining, checks...).Register(r)
 

@@ -5,8 +5,10 @@ package stream
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -183,6 +185,8 @@ type ClientOptions struct {
 	CredsFile string // a .creds file: user JWT and nkey seed (NATS accounts)
 	NKeyFile  string // a file holding an nkey seed (a user nkey in the server's config)
 	Token     string // a token the server demands (its authorization token)
+	User      string // a user and password the server demands (the embedded
+	Password  string // server's own user; no flag sets them)
 	CAFile    string // PEM CA certificates that sign the server's certificate; implies TLS
 	CertFile  string // PEM client certificate for mutual TLS, with KeyFile
 	KeyFile   string
@@ -198,14 +202,14 @@ type ClientOptions struct {
 // client certificate comes with its key.
 func (o ClientOptions) Validate() error {
 	n := 0
-	for _, v := range []string{o.CredsFile, o.NKeyFile, o.Token} {
+	for _, v := range []string{o.CredsFile, o.NKeyFile, o.Token, o.User} {
 		if v != "" {
 			n++
 		}
 	}
 	switch {
 	case n > 1:
-		return errors.New("NATS: give one credential (creds file, nkey seed or token), not several")
+		return errors.New("NATS: give one credential (creds file, nkey seed, token or user), not several")
 	case (o.CertFile == "") != (o.KeyFile == ""):
 		return errors.New("NATS: a client certificate needs its key, and a key its certificate")
 	}
@@ -226,6 +230,8 @@ func (o ClientOptions) options() ([]nats.Option, error) {
 		opts = append(opts, opt)
 	case o.Token != "":
 		opts = append(opts, nats.Token(o.Token))
+	case o.User != "":
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
 	if o.CAFile != "" {
 		opts = append(opts, nats.RootCAs(o.CAFile))
@@ -360,17 +366,74 @@ type EmbeddedConfig struct {
 	Listen   string // host:port; when the port is taken a free one is used
 	StoreDir string // JetStream file store
 	// Token, when set, is demanded of every client (Pulse connects with it:
-	// ClientOptions returns it). Required unless Listen is a loopback
-	// address.
+	// ClientOptions returns it). Required, or users (LoadUsersFile), unless
+	// Listen is a loopback address.
 	Token string
+
+	users        []*server.User     // from LoadUsersFile, with Pulse's own
+	nkeys        []*server.NkeyUser // from LoadUsersFile
+	selfPassword string             // of SelfUser, made up by LoadUsersFile
+}
+
+// SelfUser is the user Pulse connects to its embedded NATS as when users
+// are configured (LoadUsersFile): full rights, with a password made up at
+// each start and never written anywhere. A users file may not name it.
+const SelfUser = "pulse-embedded-self"
+
+// LoadUsersFile reads the users the embedded server admits from path, a
+// nats-server configuration file of which only the authorization block's
+// users (user/password, bcrypt hashes included, or nkey) and their
+// permissions count. Pulse adds SelfUser for its own connection. A file
+// that cannot be read or parsed, defines accounts, a token or no user at
+// all, or names SelfUser, is an error that never quotes a password.
+//
+// A publisher of events needs these permissions (JetStream answers a
+// publish on the publisher's inbox):
+//
+//	permissions: { publish: ["pulse.ingest.>"], subscribe: ["_INBOX.>"] }
+func (c *EmbeddedConfig) LoadUsersFile(path string) error {
+	o, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return fmt.Errorf("read NATS users file: %w", err)
+	}
+	switch {
+	case len(o.Accounts) > 0:
+		return fmt.Errorf("NATS users file %s defines accounts; the embedded NATS takes users only (an authorization block), an external NATS takes accounts", path)
+	case o.Authorization != "" || o.Username != "":
+		return fmt.Errorf("NATS users file %s sets a single token or user; give a users list (or use the token file flag)", path)
+	case len(o.Users)+len(o.Nkeys) == 0:
+		return fmt.Errorf("NATS users file %s defines no users (want authorization { users = [...] })", path)
+	}
+	for _, u := range o.Users {
+		if u.Username == SelfUser {
+			return fmt.Errorf("NATS users file %s names %s, the user Pulse itself connects as; rename it", path, SelfUser)
+		}
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return fmt.Errorf("make up a NATS password: %w", err)
+	}
+	c.selfPassword = hex.EncodeToString(b)
+	c.users = append([]*server.User{{Username: SelfUser, Password: c.selfPassword}}, o.Users...)
+	c.nkeys = o.Nkeys
+	return nil
 }
 
 // ClientOptions is how Pulse connects to the embedded server c describes.
-func (c EmbeddedConfig) ClientOptions() ClientOptions { return ClientOptions{Token: c.Token} }
+func (c EmbeddedConfig) ClientOptions() ClientOptions {
+	if c.selfPassword != "" {
+		return ClientOptions{User: SelfUser, Password: c.selfPassword}
+	}
+	return ClientOptions{Token: c.Token}
+}
+
+// Authenticated reports whether the server c describes demands a
+// credential of every client.
+func (c EmbeddedConfig) Authenticated() bool { return c.Token != "" || c.selfPassword != "" }
 
 // ErrUnauthenticatedListen is RunEmbedded's refusal to listen beyond
 // loopback without authentication.
-var ErrUnauthenticatedListen = errors.New("embedded NATS listens beyond loopback without authentication: anyone who reaches it could publish events, read alerts and purge streams; set a token file, or listen on 127.0.0.1")
+var ErrUnauthenticatedListen = errors.New("embedded NATS listens beyond loopback without authentication: anyone who reaches it could publish events, read alerts and purge streams; set a token file or a users file, or listen on 127.0.0.1")
 
 // loopback reports whether host (of a listen address) is reachable from
 // this machine only.
@@ -386,7 +449,7 @@ func loopback(host string) bool {
 // until it accepts connections. The caller shuts it down with Shutdown and
 // WaitForShutdown. If the configured port is taken (say, by a system NATS
 // on 4222) it listens on a free port instead and logs which. On an address
-// other than loopback it refuses to start without c.Token
+// other than loopback it refuses to start without c.Token or users
 // (ErrUnauthenticatedListen).
 func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(c.Listen)
@@ -397,8 +460,11 @@ func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS listen address %q: bad port", c.Listen)
 	}
-	if c.Token == "" && !loopback(host) {
+	switch {
+	case !c.Authenticated() && !loopback(host):
 		return nil, fmt.Errorf("%w (listen address %s)", ErrUnauthenticatedListen, c.Listen)
+	case c.Token != "" && c.selfPassword != "":
+		return nil, errors.New("embedded NATS: give a token or users, not both")
 	}
 	switch {
 	case port == 0: // any free port (to the NATS server, 0 means 4222)
@@ -421,6 +487,8 @@ func RunEmbedded(c EmbeddedConfig, log zerolog.Logger) (*server.Server, error) {
 		MaxPayload:         8 << 20,
 		JetStreamMaxMemory: 256 << 20,
 		Authorization:      c.Token,
+		Users:              c.users,
+		Nkeys:              c.nkeys,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

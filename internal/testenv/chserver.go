@@ -29,6 +29,8 @@ type ClickHouseServer struct {
 	Port int
 	cmd  *exec.Cmd
 	done chan struct{}
+	// password of the default user, once SetPassword gave it one
+	password string
 }
 
 // StartClickHouseServer starts a private ClickHouse server and stops it
@@ -79,8 +81,12 @@ func (s *ClickHouseServer) bin(path string) {
 	s.cmd = exec.Command(path, "--config-file="+filepath.Join(s.dir, "etc", "config.xml"))
 }
 
-// DSN is the server's DSN with the given database.
+// DSN is the server's DSN with the given database (and the password
+// SetPassword gave).
 func (s *ClickHouseServer) DSN(database string) string {
+	if s.password != "" {
+		return fmt.Sprintf("clickhouse://default:%s@127.0.0.1:%d/%s", s.password, s.Port, database)
+	}
 	return fmt.Sprintf("clickhouse://127.0.0.1:%d/%s", s.Port, database)
 }
 

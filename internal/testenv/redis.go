@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"net"
 	"os"
@@ -72,6 +73,8 @@ type RedisServer struct {
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
+	args []string    // more redis-server arguments (StartRedisTLS)
+	tls  *tls.Config // of the readiness PING, when the port speaks TLS
 }
 
 // StartRedisServer starts a private redis-server on a free loopback port
@@ -95,8 +98,9 @@ func (s *RedisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port)
 // Start runs redis-server and waits until it answers PING.
 func (s *RedisServer) Start() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
@@ -107,7 +111,13 @@ func (s *RedisServer) Start() {
 	}(s.cmd, s.done)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		conn, err := net.DialTimeout("tcp", s.Addr(), 100*time.Millisecond)
+		var conn net.Conn
+		var err error
+		if s.tls != nil {
+			conn, err = tls.DialWithDialer(&net.Dialer{Timeout: 100 * time.Millisecond}, "tcp", s.Addr(), s.tls)
+		} else {
+			conn, err = net.DialTimeout("tcp", s.Addr(), 100*time.Millisecond)
+		}
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write([]byte("PING\r\n"))
