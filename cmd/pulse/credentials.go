@@ -141,7 +141,8 @@ func checkPostgres(ctx context.Context, url string) error {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
 	if err == nil {
-		return conn.Close(ctx)
+		_ = conn.Close(ctx)
+		return nil
 	}
 	if postgresAuthError(err) {
 		var pe *pgconn.PgError

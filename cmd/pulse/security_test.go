@@ -44,6 +44,22 @@ func runPulse(t *testing.T, bin string, env []string, args ...string) (int, stri
 	return 0, out.String()
 }
 
+// ingestOne posts one request metric for endpoint to the Pulse at base
+// with an ingest token and returns the answer's status.
+func ingestOne(t *testing.T, client *http.Client, base, token, endpoint string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/admin/system/metrics",
+		strings.NewReader(`{"endpoint":"`+endpoint+`","response_time_ms":12,"status_code":200,"service":"web"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func secretFile(t *testing.T, name, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
@@ -98,17 +114,8 @@ func TestServeSecureNATS(t *testing.T) {
 		"PULSE_INGEST_TOKENS_FILE=" + secretFile(t, "ingest-tokens", "fleet:"+ingestToken)}
 
 	p := startPulse(t, bin, append(base, "PULSE_HTTP_ADDR="+testenv.FreeAddr(t), "PULSE_NATS_CA="+ca.CAFile, "PULSE_NATS_TOKEN_FILE="+tokenFile), "serve")
-	req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr()+"/api/admin/system/metrics",
-		strings.NewReader(`{"endpoint":"/api/tls","response_time_ms":12,"status_code":200,"service":"web"}`))
-	req.Header.Set("Authorization", "Bearer "+ingestToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("ingest answered %d; want 202", resp.StatusCode)
+	if code := ingestOne(t, http.DefaultClient, "http://"+p.httpAddr(), ingestToken, "/api/tls"); code != http.StatusAccepted {
+		t.Fatalf("ingest answered %d; want 202", code)
 	}
 	testenv.Eventually(t, 30*time.Second, "the event in ClickHouse", func() bool {
 		return testenv.Count(t, store, "SELECT count() FROM "+store.T("requests")+" WHERE endpoint = '/api/tls'") == 1
@@ -316,17 +323,8 @@ func TestServeHTTPS(t *testing.T) {
 	rdb := testenv.Redis(t)
 	key := "pulse:rl:ingest:" + fleet
 	t.Cleanup(func() { rdb.Del(context.Background(), key) })
-	req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/api/admin/system/metrics",
-		strings.NewReader(`{"endpoint":"/api/tls","response_time_ms":12,"status_code":200,"service":"web"}`))
-	req.Header.Set("Authorization", "Bearer "+ingestToken)
-	req.Header.Set("Content-Type", "application/json")
-	if resp, err := client.Do(req); err != nil {
-		t.Fatal(err)
-	} else {
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Errorf("ingest over HTTPS: %d; want 202", resp.StatusCode)
-		}
+	if code := ingestOne(t, client, "https://"+addr, ingestToken, "/api/tls"); code != http.StatusAccepted {
+		t.Errorf("ingest over HTTPS: %d; want 202", code)
 	}
 	if n, err := rdb.Exists(context.Background(), key).Result(); err != nil || n != 1 {
 		t.Errorf("Redis holds %d rate-limit keys %s (%v); want 1: Redis over TLS unused", n, key, err)
