@@ -156,7 +156,7 @@ func (v *Validator) serveValidate(c echo.Context) error {
 
 // Validate runs the checks of component x typ, records the run and
 // publishes an alert when it is not valid. It never fails: a check that
-// cannot run, or an unsupported pair, is an error finding. It is safe for
+// cannot run, or an unsupported pair, is a critical finding. It is safe for
 // concurrent use.
 func (v *Validator) Validate(ctx context.Context, who, component, typ string, strict bool) Result {
 	start := time.Now()
@@ -167,7 +167,7 @@ func (v *Validator) Validate(ctx context.Context, who, component, typ string, st
 	if Supported(component, typ) {
 		plans = v.check(ctx, component, typ, f)
 	} else {
-		f.add("unsupported_validation", SeverityError, component+"/"+typ, "There is no "+typ+" validation of "+component+".",
+		f.add("unsupported_validation", SeverityCritical, component+"/"+typ, "There is no "+typ+" validation of "+component+".",
 			"Ask for one of the supported pairs: "+validPairs()+".")
 	}
 	issues, recs := finish(f.issues)
@@ -232,7 +232,7 @@ func (v *Validator) alert(ctx context.Context, res Result) {
 	sev, errs, warns := "warning", 0, 0
 	for _, is := range res.Issues {
 		switch is.Severity {
-		case SeverityError:
+		case SeverityCritical:
 			errs++
 			sev = "critical"
 		case SeverityWarning:

@@ -47,7 +47,7 @@ func TestValidateRequest(t *testing.T) {
 		{"unknown type", `{"component":"database","validation_type":"speed"}`, "", 400, "validation_type", "must be one of schema, permissions, performance, security"},
 		{"missing fields", `{}`, "", 400, "component", "is required"},
 		{"null component", `{"component":null,"validation_type":"schema"}`, "", 400, "component", "is required"},
-		{"unsupported pair", `{"component":"auth","validation_type":"schema"}`, "", 400, "validation_type", "auth supports permissions, performance, security; valid pairs: database/schema, database/permissions"},
+		{"unsupported pair", `{"component":"realtime","validation_type":"schema"}`, "", 400, "validation_type", "realtime supports performance, security; valid pairs: database/schema, database/permissions"},
 		{"unknown field", `{"component":"database","validation_type":"schema","strict":true}`, "", 400, "strict", "is not a field of this request (allowed: component, validation_type, strict_mode)"},
 		{"strict_mode not a boolean", `{"component":"database","validation_type":"schema","strict_mode":"yes"}`, "", 400, "strict_mode", "must be true or false"},
 		{"component not a string", `{"component":1,"validation_type":"schema"}`, "", 400, "component", "must be a string"},
@@ -199,6 +199,18 @@ func TestRunsAreRecordedAndFailingRunsAlert(t *testing.T) {
 	}
 	if h := history("?component=api&validation_type=security"); len(h.Runs) != 1 || h.Runs[0].RunID != failing.RunID {
 		t.Errorf("filtered: %+v", h.Runs)
+	}
+	if f.Issues[0].Severity != "critical" {
+		t.Errorf("recorded severity %q; want the spec's critical", f.Issues[0].Severity)
+	}
+	// A run recorded before Pulse adopted the spec's word reads back as critical.
+	legacy := Result{RunID: newID(), Component: "database", ValidationType: "schema", CheckedAt: time.Now().UTC().Truncate(time.Second),
+		Issues: []Issue{{Lint: "required_table_missing", Severity: legacySeverity, Object: "public.couples"}}}
+	if err := v.recordRun(context.Background(), "ops", legacy); err != nil {
+		t.Fatal(err)
+	}
+	if h := history("?component=database"); len(h.Runs) != 1 || len(h.Runs[0].Issues) != 1 || h.Runs[0].Issues[0].Severity != SeverityCritical {
+		t.Errorf("legacy run: %+v", h.Runs)
 	}
 	for _, q := range []string{"?limit=0", "?limit=101", "?limit=x", "?component=cache", "?validation_type=x", "?since=1h", "?limit=1&limit=2", "?%zz"} {
 		wantStatus(t, do(e, http.MethodGet, PathHistory+q, adminToken, "", ""), http.StatusBadRequest)

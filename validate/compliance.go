@@ -113,18 +113,23 @@ func (c *Control) pass(evidence string) {
 	c.Evidence = append(c.Evidence, evidence)
 }
 
+const pseudoTitle = "User ids in stored metrics are pseudonymised"
+
 func (e *evaluation) gdpr() []Control {
 	cfg, d := e.v.cfg, e.v.deps.Deployment
 	personal := e.fromChecks("gdpr.personal_data_protected", "Personal data in the app's database is protected by row level security",
 		"No table in the exposed schemas holds personal-looking columns without row level security, and no exposed view reads auth.users.",
 		[]string{"database/security"}, "sensitive_columns_exposed", "personal_columns_exposed", "card_columns_exposed", "auth_users_exposed")
 
-	pseudo := Control{ID: "gdpr.pseudonymised_user_ids", Title: "User ids in stored metrics are pseudonymised", Checks: []string{}}
+	var pseudo Control
 	if cfg.UserIDsPseudonymised {
-		pseudo.pass("The fleet sends pseudonymous user ids (configured: UserIDsPseudonymised), so requests.user_id does not hold the app's own ids.")
+		pseudo = Control{ID: "gdpr.pseudonymised_user_ids", Title: pseudoTitle, Checks: []string{}}
+		pseudo.pass("The fleet sends keyed hashes of the user ids (configured: UserIDsPseudonymised), so requests.user_id does not hold the app's own ids.")
 	} else {
-		pseudo.fail("Pulse stores each request's user_id UUID as the fleet sends it (requests.user_id): these are the app's user ids, which identify people.",
-			"Have the fleet send a keyed hash of the user id (HMAC-SHA256 with a key kept by the app, formatted as a UUID) or no user_id at all, then set UserIDsPseudonymised.")
+		pseudo = e.fromChecks("gdpr.pseudonymised_user_ids", pseudoTitle,
+			fmt.Sprintf("The user ids the fleet sends come from %s: random UUID keys that say nothing about the person; tying one to a person needs the app's database, which Pulse's store does not hold.",
+				strings.Join(cfg.UserIDColumns, ", ")),
+			[]string{"auth/schema"}, "user_id_column_missing", "user_id_not_pseudonymous")
 	}
 
 	retention := e.fromChecks("gdpr.retention", "Rows holding user ids are kept no longer than the retention limit",

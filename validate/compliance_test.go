@@ -29,8 +29,7 @@ func compliantWorld(t *testing.T) (Config, Deps) {
 	createTables(t, st)
 	insertRequests(t, st, traffic("/api/clients", 300, 1, 500, 120))
 	insertResources(t, st, map[string]float64{"cpu web-1": 0.2, "memory web-1": 0.3, "connections postgres": 0.1})
-	cfg := e.config()
-	cfg.UserIDsPseudonymised = true
+	cfg := e.config() // user ids: user_profiles.id, a uuid key (WedSync's default)
 	return cfg, Deps{
 		Store: st, Metrics: probe.StoreMetrics{Store: st},
 		Health: results{health("realtime", event.StatusHealthy, 80, time.Second, `{"scheme":"wss"}`)},
@@ -53,7 +52,9 @@ func brokenWorld(t *testing.T) (Config, Deps) {
 	}
 	insertRequests(t, st, append(traffic("/api/forms", 100, 5, 503, 900), traffic("/api/clients", 100, 0, 200, 100)...))
 	insertResources(t, st, map[string]float64{"cpu web-1": 0.5, "memory web-1": 0.9})
-	return e.config(), Deps{
+	cfg := e.config()
+	cfg.UserIDColumns = []string{"user_profiles.email"} // the fleet sends emails as user ids
+	return cfg, Deps{
 		Store: st, Metrics: probe.StoreMetrics{Store: st},
 		Health: results{health("realtime", event.StatusHealthy, 80, time.Second, `{"scheme":"ws"}`)},
 		Routes: func() []Route {
@@ -142,7 +143,7 @@ func TestComplianceEvidence(t *testing.T) {
 	}
 	for id, want := range map[string]string{
 		"gdpr.personal_data_protected": "public.guests: Table public.guests holds personal-looking columns (email_address, phone_number)",
-		"gdpr.pseudonymised_user_ids":  "Pulse stores each request's user_id UUID as the fleet sends it",
+		"gdpr.pseudonymised_user_ids":  "public.user_profiles.email is of type text, not uuid",
 		"gdpr.retention":               "kept 2160h0m0s (limit 720h0m0s)",
 		"gdpr.erasure":                 "The audit log cannot be read",
 		"sox.audit_trail":              "The audit_log and validation_runs tables do not exist",

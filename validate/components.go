@@ -26,6 +26,8 @@ func (v *Validator) check(ctx context.Context, component, typ string, f *finding
 		return v.checkDatabase(ctx, typ, f)
 	case "auth":
 		switch typ {
+		case "schema":
+			v.runDatabase(ctx, authSchemaChecks, f)
 		case "permissions":
 			v.authPermissions(f)
 		case "performance":
@@ -99,7 +101,7 @@ func judgeSecret(b []byte) secretFacts {
 
 func (v *Validator) authPermissions(f *findings) {
 	if v.deps.Auth.AdminTokens == 0 && !v.secret.configured {
-		f.add("admin_principal_missing", SeverityError, "admin principals",
+		f.add("admin_principal_missing", SeverityCritical, "admin principals",
 			"No admin principal can exist: there is no static admin token and admin JWTs are not accepted, so nobody can read the admin API.",
 			"Set --admin-tokens (PULSE_ADMIN_TOKENS) or --jwt-secret (PULSE_JWT_SECRET) for admins whose JWT role is admin.")
 	}
@@ -115,11 +117,11 @@ func (v *Validator) authSecurity(f *findings) {
 	}
 	switch {
 	case s.known:
-		f.add("jwt_secret_default", SeverityError, "jwt secret",
+		f.add("jwt_secret_default", SeverityCritical, "jwt secret",
 			"The JWT secret is a published example secret: anyone can sign admin tokens.",
 			"Generate a new secret (openssl rand -base64 48), set it on the Supabase project and in PULSE_JWT_SECRET.")
 	case s.length < auth.MinSecretLen:
-		f.add("jwt_secret_short", SeverityError, "jwt secret",
+		f.add("jwt_secret_short", SeverityCritical, "jwt secret",
 			fmt.Sprintf("The JWT secret is %d bytes, shorter than the %d an HS256 key needs (RFC 7518): it can be brute-forced.", s.length, auth.MinSecretLen),
 			"Use a random secret of at least 32 bytes (openssl rand -base64 48).")
 	case s.distinct < 10 || s.entropy < 3:
@@ -225,7 +227,7 @@ func (v *Validator) authPerformance(ctx context.Context, f *findings) {
 	if h, d, ok := v.latest("auth", f); ok {
 		switch {
 		case d.Error != "" || h.Status == event.StatusCritical && h.ResponseTimeMS < msOf(v.cfg.AuthLatency):
-			f.add("auth_unreachable", SeverityError, "auth",
+			f.add("auth_unreachable", SeverityCritical, "auth",
 				"The auth service's health check fails ("+d.failure()+"): nobody can sign in.",
 				"Check the auth service (Supabase status page, the project's auth logs) and --auth-health-url.")
 		case h.ResponseTimeMS >= msOf(v.cfg.AuthLatency):
@@ -248,12 +250,12 @@ func (v *Validator) authPerformance(ctx context.Context, f *findings) {
 			"Check ClickHouse's health (GET /readyz).")
 	case n < v.cfg.MinAuthRequests:
 	case rate >= 5*v.cfg.AuthFailureRate:
-		f.add("auth_failure_rate_high", SeverityError, "auth requests",
-			fmt.Sprintf("%.1f%% of %d auth requests over the last %s failed (5xx or 429).", rate*100, n, v.cfg.MetricsWindow),
-			"Check the auth service's logs and rate limits now: sign-ins are failing.")
+		f.add("auth_failure_rate_high", SeverityCritical, "auth requests",
+			fmt.Sprintf("%.1f%% of %d auth requests over the last %s failed (failed logins 401/403, 5xx or 429).", rate*100, n, v.cfg.MetricsWindow),
+			"Check the auth service's logs and rate limits now, and whether the failed logins come from a few addresses (credential stuffing): sign-ins are failing.")
 	case rate >= v.cfg.AuthFailureRate:
 		f.add("auth_failure_rate_high", SeverityWarning, "auth requests",
-			fmt.Sprintf("%.1f%% of %d auth requests over the last %s failed (5xx or 429).", rate*100, n, v.cfg.MetricsWindow),
+			fmt.Sprintf("%.1f%% of %d auth requests over the last %s failed (failed logins 401/403, 5xx or 429).", rate*100, n, v.cfg.MetricsWindow),
 			"Check the auth service's logs and rate limits.")
 	}
 }
@@ -267,13 +269,13 @@ func (v *Validator) realtimePerformance(f *findings) {
 	}
 	switch {
 	case d.Error != "" || h.Status == event.StatusCritical && h.ResponseTimeMS < msOf(v.cfg.RealtimeLatency):
-		f.add("realtime_unreachable", SeverityError, "realtime",
+		f.add("realtime_unreachable", SeverityCritical, "realtime",
 			"The realtime WebSocket handshake fails ("+d.failure()+"): live updates (guest lists, seating, timelines) stop.",
 			"Check the realtime service and --realtime-url; the handshake must answer 101 Switching Protocols.")
 	case h.ResponseTimeMS >= msOf(v.cfg.RealtimeLatency):
 		sev := SeverityWarning
 		if h.ResponseTimeMS >= 1000 {
-			sev = SeverityError
+			sev = SeverityCritical
 		}
 		f.add("realtime_handshake_slow", sev, "realtime",
 			fmt.Sprintf("The realtime handshake takes %.0f ms (at least %.0f ms): clients reconnect slowly after every network change.", h.ResponseTimeMS, msOf(v.cfg.RealtimeLatency)),
@@ -284,7 +286,7 @@ func (v *Validator) realtimePerformance(f *findings) {
 func (v *Validator) realtimeSecurity(f *findings) {
 	_, d, ok := v.latest("realtime", f)
 	if ok && d.Scheme == "ws" {
-		f.add("realtime_not_tls", SeverityError, "realtime",
+		f.add("realtime_not_tls", SeverityCritical, "realtime",
 			"The realtime service is reached over ws:// without TLS: tokens and payloads cross the network in clear text.",
 			"Use wss:// for --realtime-url and in the app.")
 	}
@@ -313,17 +315,17 @@ func (v *Validator) apiPerformance(ctx context.Context, f *findings) {
 		return
 	}
 	if avg >= msOf(v.cfg.SLOAverage) {
-		f.add("api_latency_slo", SeverityError, "api average",
+		f.add("api_latency_slo", SeverityCritical, "api average",
 			fmt.Sprintf("The average response time is %.0f ms over %d requests in the last %s (SLO: below %.0f ms).", avg, n, v.cfg.MetricsWindow, msOf(v.cfg.SLOAverage)),
 			"Look at the slowest endpoints (GET /api/admin/system/performance) and the database's slow queries (validate database performance).")
 	}
 	if p95 >= msOf(v.cfg.SLOP95) {
-		f.add("api_p95_slo", SeverityError, "api p95",
+		f.add("api_p95_slo", SeverityCritical, "api p95",
 			fmt.Sprintf("The P95 response time is %.0f ms over %d requests in the last %s (SLO: below %.0f ms).", p95, n, v.cfg.MetricsWindow, msOf(v.cfg.SLOP95)),
 			"Look at the slowest endpoints (GET /api/admin/system/performance) and the database's slow queries (validate database performance).")
 	}
 	if errRate >= v.cfg.SLOErrorRate {
-		f.add("api_error_rate_slo", SeverityError, "api errors",
+		f.add("api_error_rate_slo", SeverityCritical, "api errors",
 			fmt.Sprintf("%.2f%% of %d requests in the last %s failed with 5xx (SLO: below %.0f%%).", errRate*100, n, v.cfg.MetricsWindow, v.cfg.SLOErrorRate*100),
 			"Look at the failing endpoints and their error messages (GET /api/admin/system/performance?metric=error_rate).")
 	}
@@ -344,7 +346,7 @@ func (v *Validator) apiSecurity(f *findings) {
 		switch {
 		case r.Scope == httpapi.Public && slices.Contains(publicRoutes, key):
 		case r.Scope == httpapi.Public && strings.HasPrefix(r.Path, "/api/admin"):
-			f.add("admin_route_unguarded", SeverityError, "route "+key,
+			f.add("admin_route_unguarded", SeverityCritical, "route "+key,
 				"Admin route "+key+" is registered without a guard: anyone can call it.",
 				"Register it with auth.ScopeAdmin: r.Handle(method, path, auth.ScopeAdmin, h).")
 		case r.Scope == httpapi.Public:
@@ -352,7 +354,7 @@ func (v *Validator) apiSecurity(f *findings) {
 				"Route "+key+" is served without credentials.",
 				"Make it admin-only unless it must be public like /healthz and /readyz.")
 		case strings.HasPrefix(r.Path, "/api/admin") && r.Scope != auth.ScopeAdmin && !slices.Contains(v.cfg.IngestRoutes, key):
-			f.add("admin_route_scope", SeverityError, "route "+key,
+			f.add("admin_route_scope", SeverityCritical, "route "+key,
 				fmt.Sprintf("Admin route %s accepts the %q scope instead of admin.", key, r.Scope),
 				"Register it with auth.ScopeAdmin.")
 		}
@@ -412,7 +414,7 @@ func (v *Validator) deploymentTopology(ctx context.Context, f *findings) {
 	for _, role := range roles {
 		switch n[role] {
 		case 0:
-			f.add("role_not_running", SeverityError, "role "+role, "No instance of the "+role+" role is running.",
+			f.add("role_not_running", SeverityCritical, "role "+role, "No instance of the "+role+" role is running.",
 				"Start one: pulse serve --roles "+role+".")
 		case 1:
 			f.add("single_instance", SeverityWarning, "role "+role,
@@ -439,7 +441,7 @@ func (v *Validator) clickhouseTopology(ctx context.Context, f *findings) {
 			chstore.Quote(st.Database())+" AND engine LIKE '%MergeTree'", &replicated, &total)
 		switch {
 		case err != nil:
-			f.add("clickhouse_unreachable", SeverityError, "clickhouse", "ClickHouse's tables cannot be read ("+cause(err)+").",
+			f.add("clickhouse_unreachable", SeverityCritical, "clickhouse", "ClickHouse's tables cannot be read ("+cause(err)+").",
 				"Check ClickHouse's health (GET /readyz).")
 		case replicated < total:
 			f.add("clickhouse_not_replicated", SeverityWarning, "clickhouse",
@@ -486,7 +488,7 @@ func (v *Validator) deploymentCapacity(ctx context.Context, f *findings) {
 		}
 		switch {
 		case u > v.cfg.MaxConnectionUsage:
-			f.add("resource_utilisation_high", SeverityError, obj,
+			f.add("resource_utilisation_high", SeverityCritical, obj,
 				fmt.Sprintf("%s on %s is at %.0f%%: it is close to exhaustion now.", res, host, u*100),
 				"Add capacity to "+host+" or spread the load before the next peak.")
 		case u > headroom:
@@ -515,13 +517,13 @@ func (v *Validator) deploymentSecurity(f *findings) {
 			f.add("url_invalid", SeverityWarning, "url "+name, "The "+name+" URL cannot be parsed, so its transport cannot be judged.",
 				"Check the "+name+" setting.")
 		case !secure && !local:
-			f.add("url_not_tls", SeverityError, "url "+name,
+			f.add("url_not_tls", SeverityCritical, "url "+name,
 				"The "+name+" URL does not use TLS: credentials and data cross the network in clear text.",
 				"Use the TLS form of the "+name+" URL (https, wss, tls://, clickhouse ?secure=true, postgres sslmode=verify-full).")
 		}
 	}
 	if v.cfg.DatabaseURL != "" && !dbHostLocal(v.cfg.DatabaseURL) && !v.dbTLS {
-		f.add("database_connection_not_tls", SeverityError, "database connection",
+		f.add("database_connection_not_tls", SeverityCritical, "database connection",
 			"Pulse reaches the app's Postgres without requiring TLS (sslmode disable, allow or prefer).",
 			"Add sslmode=verify-full (or require) to --database-url.")
 	}

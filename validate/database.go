@@ -84,30 +84,44 @@ var dbChecks = map[string][]dbCheck{
 	},
 }
 
+// authSchemaChecks are the database checks of auth/schema: how the app's
+// database holds its users (see authschema.go).
+var authSchemaChecks = []dbCheck{
+	{"user_id_columns", checkUserIDColumns},
+	{"auth_user_delete_blocked", checkAuthUserDeletes},
+}
+
 // checkDatabase runs the checks of typ and adds their findings to f. It
 // returns the optimisation plans of slow statements (performance only).
 func (v *Validator) checkDatabase(ctx context.Context, typ string, f *findings) []QueryPlan {
+	return v.runDatabase(ctx, dbChecks[typ], f)
+}
+
+// runDatabase runs checks in one session against the app's database and
+// adds their findings to f; a database that cannot be looked at is a
+// critical finding.
+func (v *Validator) runDatabase(ctx context.Context, checks []dbCheck, f *findings) []QueryPlan {
 	const grant = "Connect Pulse with a role that may log in and read the catalogues; for performance checks grant it pg_monitor."
 	if v.cfg.DatabaseURL == "" {
-		f.add("database_not_configured", SeverityError, "database",
+		f.add("database_not_configured", SeverityCritical, "database",
 			"No database URL is configured, so the app's Postgres cannot be checked.",
 			"Set --database-url (PULSE_DATABASE_URL) to the app's Postgres. "+grant)
 		return nil
 	}
 	if v.pool == nil {
-		f.add("database_unreachable", SeverityError, "database", "The database cannot be reached: "+v.poolErr+".",
+		f.add("database_unreachable", SeverityCritical, "database", "The database cannot be reached: "+v.poolErr+".",
 			"Fix --database-url (PULSE_DATABASE_URL).")
 		return nil
 	}
 	conn, err := v.pool.Acquire(ctx)
 	if err != nil {
 		if isPrivilegeError(err) {
-			f.add("insufficient_privilege", SeverityError, "database",
+			f.add("insufficient_privilege", SeverityCritical, "database",
 				"The validator's role may not connect to the database (permission denied), so nothing could be checked.",
 				"GRANT CONNECT ON DATABASE to the validator's role. "+grant)
 			return nil
 		}
-		f.add("database_unreachable", SeverityError, "database",
+		f.add("database_unreachable", SeverityCritical, "database",
 			"The database cannot be reached ("+cause(err)+"), so nothing could be checked.",
 			"Check that the app's Postgres is up and that --database-url names it; the health endpoint shows its status.")
 		return nil
@@ -125,7 +139,7 @@ func (v *Validator) checkDatabase(ctx context.Context, typ string, f *findings) 
 		s.failed("session", err)
 		return nil
 	}
-	for _, c := range dbChecks[typ] {
+	for _, c := range checks {
 		if err := s.inTx(ctx, func(tx pgx.Tx) error { return c.run(ctx, tx, s) }); err != nil {
 			s.failed(c.name, err)
 		}
@@ -154,13 +168,13 @@ func (s *dbSession) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 func (s *dbSession) failed(check string, err error) {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-		s.f.add("insufficient_privilege", SeverityError, "check "+check,
+		s.f.add("insufficient_privilege", SeverityCritical, "check "+check,
 			"The "+check+" check could not run: the validator's role lacks a privilege ("+pgErr.Message+"), so its result is unknown.",
 			"Grant the validator's role read access to the system catalogues (they are readable by PUBLIC by default; "+
 				"something revoked it) and pg_monitor for the statistics views.")
 		return
 	}
-	s.f.add("database_check_failed", SeverityError, "check "+check,
+	s.f.add("database_check_failed", SeverityCritical, "check "+check,
 		"The "+check+" check could not run ("+cause(err)+"), so its result is unknown.",
 		"Run the validation again; if it keeps failing, check the database's health and raise the statement timeout.")
 }

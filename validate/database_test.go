@@ -50,7 +50,7 @@ func TestCleanSchemaOnTheTestServer(t *testing.T) {
 			want = []string{"pg_stat_statements_missing"}
 			if autovacuumOff(t, e.url) {
 				want = append([]string{"autovacuum_disabled"}, want...)
-				if is := find(res.Issues, "autovacuum_disabled"); len(is) != 1 || is[0].Object != "server" || is[0].Severity != SeverityError {
+				if is := find(res.Issues, "autovacuum_disabled"); len(is) != 1 || is[0].Object != "server" || is[0].Severity != SeverityCritical {
 					t.Errorf("autovacuum off on the server: %+v; want one error on object server", is)
 				}
 			}
@@ -95,7 +95,7 @@ func TestLints(t *testing.T) {
 		sev     map[string]string     // object -> severity, where it matters
 	}{
 		{lints: []string{"required_table_missing"}, fixture: "missing_table", typ: "schema",
-			objects: fixed("public.core_fields"), sev: map[string]string{"public.core_fields": SeverityError}},
+			objects: fixed("public.core_fields"), sev: map[string]string{"public.core_fields": SeverityCritical}},
 		{lints: []string{"no_primary_key"}, fixture: "no_primary_key", typ: "schema",
 			objects: fixed("public.vendor_notes"), sev: map[string]string{"public.vendor_notes": SeverityInfo}},
 		{lints: []string{"required_table_missing"}, typ: "schema",
@@ -104,9 +104,9 @@ func TestLints(t *testing.T) {
 			},
 			objects: fixed("crm.leads", "public.wedding_plans")},
 		{lints: []string{"rls_disabled_in_public"}, fixture: "rls_disabled", typ: "permissions",
-			objects: fixed("public.venues"), sev: map[string]string{"public.venues": SeverityError}},
+			objects: fixed("public.venues"), sev: map[string]string{"public.venues": SeverityCritical}},
 		{lints: []string{"policy_exists_rls_disabled"}, fixture: "policy_rls_disabled", typ: "permissions",
-			objects: fixed("public.drafts"), sev: map[string]string{"public.drafts": SeverityError}},
+			objects: fixed("public.drafts"), sev: map[string]string{"public.drafts": SeverityCritical}},
 		{lints: []string{"rls_enabled_no_policy"}, fixture: "rls_no_policy", typ: "permissions",
 			objects: fixed("public.invoices"), sev: map[string]string{"public.invoices": SeverityInfo}},
 		{lints: []string{"multiple_permissive_policies"}, fixture: "multiple_permissive", typ: "permissions",
@@ -132,12 +132,12 @@ func TestLints(t *testing.T) {
 			objects: fixed("extension pg_stat_statements")},
 		{lints: []string{"connection_usage_high"}, typ: "performance",
 			cfg:     func(c *Config, _ *pgEnv) { c.MaxConnectionUsage = 0.0001 },
-			objects: fixed("connections"), sev: map[string]string{"connections": SeverityError}},
+			objects: fixed("connections"), sev: map[string]string{"connections": SeverityCritical}},
 		{lints: []string{"cache_hit_rate_low"}, typ: "performance",
 			cfg:     func(c *Config, _ *pgEnv) { c.MinCacheHitRate, c.MinCacheBlocks = 1, 1 },
 			objects: fixed("indexes", "table data")},
 		{lints: []string{"security_definer_view"}, fixture: "definer_view", typ: "security",
-			objects: fixed("public.couple_dates"), sev: map[string]string{"public.couple_dates": SeverityError}},
+			objects: fixed("public.couple_dates"), sev: map[string]string{"public.couple_dates": SeverityCritical}},
 		{lints: []string{"function_search_path_mutable"}, fixture: "search_path", typ: "security",
 			objects: fixed("public.add_days(d date, n integer)", "public.profile_count()"),
 			sev:     map[string]string{"public.add_days(d date, n integer)": SeverityWarning, "public.profile_count()": SeverityWarning}},
@@ -145,9 +145,9 @@ func TestLints(t *testing.T) {
 			objects: fixed("extension citext", "extension xml2")},
 		{lints: []string{"card_columns_exposed", "personal_columns_exposed"}, fixture: "sensitive_columns", typ: "security",
 			objects: fixed("public.guests", "public.payments"),
-			sev:     map[string]string{"public.guests": SeverityError, "public.payments": SeverityWarning}},
+			sev:     map[string]string{"public.guests": SeverityCritical, "public.payments": SeverityWarning}},
 		{lints: []string{"auth_users_exposed"}, fixture: "auth_users_view", typ: "security",
-			objects: fixed("public.user_directory"), sev: map[string]string{"public.user_directory": SeverityError}},
+			objects: fixed("public.user_directory"), sev: map[string]string{"public.user_directory": SeverityCritical}},
 	}
 	for _, c := range cases {
 		name := strings.Join(c.lints, "+")
@@ -168,7 +168,7 @@ func TestLints(t *testing.T) {
 			}
 			v := validator(t, cfg, Deps{})
 			res := run(t, v, "database", c.typ, false)
-			wantValid := !slices.ContainsFunc(res.Issues, func(is Issue) bool { return is.Severity == SeverityError })
+			wantValid := !slices.ContainsFunc(res.Issues, func(is Issue) bool { return is.Severity == SeverityCritical })
 			res.Issues = withoutServerFindings(res.Issues)
 			ignore := slices.DeleteFunc(slices.Clone(noise), func(l string) bool { return slices.Contains(c.lints, l) })
 			if got := lints(res.Issues, ignore...); !slices.Equal(got, c.lints) {

@@ -95,7 +95,7 @@ func checkRequiredTables(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		} else if have[t] {
 			continue
 		}
-		s.f.add("required_table_missing", SeverityError, qualified(sch, name),
+		s.f.add("required_table_missing", SeverityCritical, qualified(sch, name),
 			fmt.Sprintf("Required table %s is missing (looked for in %s).", name, strings.Join(lookedIn(t, s.v.cfg.ExposedSchemas), ", ")),
 			fmt.Sprintf("Create %s with a primary key, enable row level security on it and add its policies (the app's migrations define it).", pgIdent(sch, name)))
 	}
@@ -149,12 +149,12 @@ func checkRLSDisabled(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		if !readable {
 			// Splinter looks at reads only; a table the API may write
 			// but not read is Pulse's own finding.
-			s.f.add("rls_disabled_write_only", SeverityError, qualified(sch, name),
+			s.f.add("rls_disabled_write_only", SeverityCritical, qualified(sch, name),
 				fmt.Sprintf("Table %s is in an exposed schema and the API roles may write it (insert, update or delete) but not read it, and row level security is disabled: every API caller can write any row.", qualified(sch, name)),
 				fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; then create policies for the writes the app needs (e.g. FOR INSERT WITH CHECK (owner_id = (select auth.uid()))).", pgIdent(sch, name)))
 			return nil
 		}
-		s.f.add("rls_disabled_in_public", SeverityError, qualified(sch, name),
+		s.f.add("rls_disabled_in_public", SeverityCritical, qualified(sch, name),
 			fmt.Sprintf("Table %s is in an exposed schema and granted to the API roles, but row level security is disabled: every API caller can read and change every row.", qualified(sch, name)),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; then create policies for the access the app needs.", pgIdent(sch, name)))
 		return nil
@@ -168,7 +168,7 @@ func checkPolicyRLSDisabled(ctx context.Context, tx pgx.Tx, s *dbSession) error 
 		FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE NOT c.relrowsecurity AND `+appSchema+`
 		GROUP BY 1, 2 ORDER BY 1, 2`, func() error {
-		s.f.add("policy_exists_rls_disabled", SeverityError, qualified(sch, name),
+		s.f.add("policy_exists_rls_disabled", SeverityCritical, qualified(sch, name),
 			fmt.Sprintf("Table %s has policies (%s) but row level security is disabled, so the policies are ignored.", qualified(sch, name), strings.Join(pols, ", ")),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY;", pgIdent(sch, name)))
 		return nil
@@ -227,7 +227,7 @@ func commandVerb(cmd string) string {
 
 func checkStatsPrivilege(_ context.Context, _ pgx.Tx, s *dbSession) error {
 	if !s.superuser && !s.stats {
-		s.f.add("insufficient_privilege", SeverityError, "check slow_queries",
+		s.f.add("insufficient_privilege", SeverityCritical, "check slow_queries",
 			"The validator's role is not a member of pg_read_all_stats: pg_stat_statements and pg_stat_activity hide other roles' statements and sessions, so slow queries cannot be judged.",
 			"GRANT pg_monitor TO the validator's role (it includes pg_read_all_stats).")
 	}
@@ -422,7 +422,7 @@ func checkConnections(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	}
 	usage := float64(total) / float64(max(maxConns, 1))
 	if usage > s.v.cfg.MaxConnectionUsage {
-		s.f.add("connection_usage_high", SeverityError, "connections",
+		s.f.add("connection_usage_high", SeverityCritical, "connections",
 			fmt.Sprintf("%d of %d connections are in use (%.1f%%, above %.0f%%): new connections will soon be refused, and every request that needs one fails.",
 				total, maxConns, usage*100, s.v.cfg.MaxConnectionUsage*100),
 			"Put the app behind a pooler in transaction mode (Supavisor or PgBouncer, port 6543 on Supabase) with a bounded pool per instance, close idle clients, or raise max_connections with the memory to match.")
@@ -461,7 +461,7 @@ func checkAutovacuum(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		return err
 	}
 	if !pgBool(global, true) {
-		s.f.add("autovacuum_disabled", SeverityError, "server",
+		s.f.add("autovacuum_disabled", SeverityCritical, "server",
 			"Autovacuum is off for the whole server: dead rows pile up, tables and indexes bloat, statistics go stale and transaction ID wraparound will eventually stop writes.",
 			"ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf();")
 	}
@@ -528,7 +528,7 @@ func checkDefinerViews(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		if s.version < 150000 {
 			rec = fmt.Sprintf("Upgrade to PostgreSQL 15 or later and run ALTER VIEW %s SET (security_invoker = true); until then revoke it from the API roles.", pgIdent(sch, name))
 		}
-		s.f.add("security_definer_view", SeverityError, qualified(sch, name),
+		s.f.add("security_definer_view", SeverityCritical, qualified(sch, name),
 			fmt.Sprintf("View %s runs with its owner's privileges (no security_invoker) and the API roles can read it: it bypasses the row level security of the tables it reads for every API caller.", qualified(sch, name)),
 			rec)
 		return nil
@@ -587,7 +587,7 @@ func checkAuthUsersExposed(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		ORDER BY 1, 2`, func() error {
 		sev, how := SeverityWarning, "It is not granted to the API roles today, but one GRANT exposes it."
 		if exposed {
-			sev, how = SeverityError, "The API roles can read it, so every caller can list the platform's users."
+			sev, how = SeverityCritical, "The API roles can read it, so every caller can list the platform's users."
 		}
 		what := "View"
 		if kind == "m" {

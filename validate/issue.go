@@ -7,17 +7,23 @@ import (
 	"time"
 )
 
-// Severities of an Issue.
+// Severities of an Issue: the spec's scale (its ValidationResult issues
+// are critical, warning or info). SeverityCritical is splinter's ERROR; a
+// run with a critical finding is not valid.
 const (
-	SeverityError   = "error"
-	SeverityWarning = "warning"
-	SeverityInfo    = "info"
+	SeverityCritical = "critical"
+	SeverityWarning  = "warning"
+	SeverityInfo     = "info"
 )
+
+// legacySeverity is what SeverityCritical was called before Pulse adopted
+// the spec's word; runs recorded then still say it (see History).
+const legacySeverity = "error"
 
 // Issue is one finding of a check.
 type Issue struct {
 	Lint           string `json:"lint"`                  // the check that found it, e.g. "unindexed_foreign_keys"
-	Severity       string `json:"severity"`              // error, warning or info
+	Severity       string `json:"severity"`              // critical, warning or info (the spec's scale)
 	Category       string `json:"category"`              // schema, permissions, performance or security
 	Object         string `json:"object"`                // what it concerns: "public.orders", "queryid:42", "route GET /x"
 	Message        string `json:"message"`               // what is wrong and why it matters
@@ -90,7 +96,7 @@ type Result struct {
 // sevRank orders severities, worst first.
 func sevRank(s string) int {
 	switch s {
-	case SeverityError:
+	case SeverityCritical:
 		return 0
 	case SeverityWarning:
 		return 1
@@ -98,14 +104,14 @@ func sevRank(s string) int {
 	return 2
 }
 
-// valid says whether issues pass: no error, and in strict mode no warning;
+// valid says whether issues pass: nothing critical, and in strict mode no warning;
 // accepted findings do not count.
 func valid(issues []Issue, strict bool) bool {
 	for _, is := range issues {
 		if is.Accepted != nil {
 			continue
 		}
-		if is.Severity == SeverityError || strict && is.Severity == SeverityWarning {
+		if is.Severity == SeverityCritical || strict && is.Severity == SeverityWarning {
 			return false
 		}
 	}

@@ -19,7 +19,7 @@ type Lint struct {
 	ID             string `json:"id"`                 // Pulse's lint name, as in Issue.Lint; splinter's name where there is one
 	Splinter       string `json:"splinter,omitempty"` // splinter's lint, e.g. 0001_unindexed_foreign_keys; "" = Pulse's own
 	Level          string `json:"level"`              // ERROR, WARN or INFO (splinter's scale)
-	Severity       string `json:"severity"`           // the level in Pulse's terms: error, warning or info
+	Severity       string `json:"severity"`           // the level in Pulse's (the spec's) terms: critical, warning or info
 	Category       string `json:"category"`           // SECURITY or PERFORMANCE (splinter's categories)
 	ValidationType string `json:"validation_type"`    // the database validation that runs it
 	Description    string `json:"description"`
@@ -36,7 +36,7 @@ type NotApplicable struct {
 }
 
 // levelSeverity maps splinter's levels to Pulse's severities.
-var levelSeverity = map[string]string{"ERROR": SeverityError, "WARN": SeverityWarning, "INFO": SeverityInfo}
+var levelSeverity = map[string]string{"ERROR": SeverityCritical, "WARN": SeverityWarning, "INFO": SeverityInfo}
 
 const linterDocs = "https://supabase.com/docs/guides/database/database-linter?lint="
 
@@ -121,7 +121,7 @@ var pulseLints = []Lint{
 	{ID: "invalid_index", Level: "WARN", Category: "PERFORMANCE", ValidationType: "performance",
 		Description: "An invalid index (a failed CREATE INDEX CONCURRENTLY or REINDEX): never used, always maintained."},
 	{ID: "autovacuum_disabled", Level: "WARN", Category: "PERFORMANCE", ValidationType: "performance",
-		Description: "Autovacuum is off for a table, its TOAST table (warning) or the whole server (error)."},
+		Description: "Autovacuum is off for a table, its TOAST table (warning) or the whole server (critical)."},
 	{ID: "pg_stat_statements_missing", Level: "INFO", Category: "PERFORMANCE", ValidationType: "performance",
 		Description: "pg_stat_statements is not installed, so slow queries cannot be judged."},
 	{ID: "pg_stat_statements_not_loaded", Level: "WARN", Category: "PERFORMANCE", ValidationType: "performance",

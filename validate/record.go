@@ -27,7 +27,7 @@ func (v *Validator) recordRun(ctx context.Context, who string, res Result) error
 	var errs, warns, infos uint32
 	for _, is := range res.Issues {
 		switch is.Severity {
-		case SeverityError:
+		case SeverityCritical:
 			errs++
 		case SeverityWarning:
 			warns++
@@ -99,7 +99,7 @@ type Run struct {
 	ValidationType string    `json:"validation_type"`
 	StrictMode     bool      `json:"strict_mode"`
 	Valid          bool      `json:"valid"`
-	Errors         uint32    `json:"errors"`
+	Errors         uint32    `json:"errors"` // critical findings
 	Warnings       uint32    `json:"warnings"`
 	Infos          uint32    `json:"infos"`
 	Issues         []Issue   `json:"issues"`
@@ -152,6 +152,11 @@ func (v *Validator) serveHistory(c echo.Context) error {
 		r.StrictMode, r.Valid = strict == 1, ok == 1
 		r.Issues = []Issue{}
 		_ = json.Unmarshal([]byte(issues), &r.Issues)
+		for i := range r.Issues {
+			if r.Issues[i].Severity == legacySeverity {
+				r.Issues[i].Severity = SeverityCritical
+			}
+		}
 		h.Runs = append(h.Runs, r)
 	}
 	if err := rows.Err(); err != nil {

@@ -156,7 +156,7 @@ func checkUserMetadata(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 			LATERAL (SELECT coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') AS expr) e
 		WHERE `+appSchema+` AND (e.expr LIKE '%auth.jwt()%user_metadata%' OR e.expr ~ 'current_setting\(.*request\.jwt\.claims.*user_metadata')
 		ORDER BY 1, 2, 3`, func() error {
-		s.f.add("rls_references_user_metadata", SeverityError, fmt.Sprintf("policy %s on %s", pol, qualified(sch, name)),
+		s.f.add("rls_references_user_metadata", SeverityCritical, fmt.Sprintf("policy %s on %s", pol, qualified(sch, name)),
 			fmt.Sprintf("Policy %s on %s reads user_metadata of the JWT: every user can set it (supabase.auth.updateUser({data: ...})), so it must never decide access.", pol, qualified(sch, name)),
 			fmt.Sprintf("Decide on app_metadata (only the service role can set it) or a table of your own: ALTER POLICY %s ON %s USING (...auth.jwt() -> 'app_metadata' ...);", pgIdent(pol), pgIdent(sch, name)))
 		return nil
@@ -229,7 +229,7 @@ func checkQueueExposed(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 	return s.query(ctx, tx, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = 'pgmq' AND c.relname LIKE 'q\_%' AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity AND `+apiSelect+`
 		ORDER BY 1`, func() error {
-		s.f.add("insecure_queue_exposed_in_api", SeverityError, qualified("pgmq", name),
+		s.f.add("insecure_queue_exposed_in_api", SeverityCritical, qualified("pgmq", name),
 			fmt.Sprintf("Queue table %s can be read by the API roles without row level security while the queues are exposed through pgmq_public: every caller can read and consume every message.", qualified("pgmq", name)),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; with policies for the roles that may use the queue, or REVOKE ALL ON %s FROM anon, authenticated;", pgIdent("pgmq", name), pgIdent("pgmq", name)))
 		return nil
@@ -287,7 +287,7 @@ func checkFKeyToAuthUnique(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		JOIN pg_class r ON r.oid = con.confrelid JOIN pg_index i ON i.indexrelid = con.conindid
 		WHERE con.contype = 'f' AND r.relnamespace = 'auth'::regnamespace AND i.indisunique AND NOT i.indisprimary AND `+appSchema+`
 		ORDER BY 1, 2, 3`, func() error {
-		s.f.add("fkey_to_auth_unique", SeverityError, fmt.Sprintf("%s (foreign key %s)", qualified(sch, name), fk),
+		s.f.add("fkey_to_auth_unique", SeverityCritical, fmt.Sprintf("%s (foreign key %s)", qualified(sch, name), fk),
 			fmt.Sprintf("Foreign key %s on %s references a unique constraint of auth.%s that is not its primary key: Supabase Auth may change or drop that constraint, which breaks or blocks its upgrades.", fk, qualified(sch, name), ref),
 			fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s; and reference auth.%s's primary key (id) instead.", pgIdent(sch, name), pgIdent(fk), ref))
 		return nil
@@ -522,10 +522,10 @@ func checkSensitiveColumns(ctx context.Context, tx pgx.Tx, s *dbSession) error {
 		rec := fmt.Sprintf("ALTER TABLE %s ENABLE ROW LEVEL SECURITY; with policies limiting rows to their owner, and revoke the columns from the API roles if no client needs them.", pgIdent(sch, name))
 		sev, how := SeverityWarning, "is not readable by the API roles today, but one GRANT exposes them"
 		if readable {
-			sev, how = SeverityError, "is readable by the API roles, so every caller can read them for every row"
+			sev, how = SeverityCritical, "is readable by the API roles, so every caller can read them for every row"
 		}
 		if readable && len(named) > 0 {
-			s.f.add("sensitive_columns_exposed", SeverityError, qualified(sch, name),
+			s.f.add("sensitive_columns_exposed", SeverityCritical, qualified(sch, name),
 				fmt.Sprintf("Table %s is readable by the API roles without row level security and holds sensitive columns (%s).", qualified(sch, name), strings.Join(named, ", ")), rec)
 		}
 		if len(personal) > 0 {

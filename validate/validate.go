@@ -15,19 +15,21 @@
 // # Findings
 //
 // A check returns Issues. Each names its lint (e.g. rls_disabled_in_public),
-// a severity (error, warning or info), the object it concerns (a table,
+// a severity (the spec's critical, warning or info), the object it concerns (a table,
 // index, policy, function, route, stream...), what is wrong, the exact fix,
 // and a cache_key: the hex SHA-256 of lint and object, stable across runs,
 // so that a finding can be accepted. A run is valid when it has no
-// error; in strict mode, no warning either. Accepted findings (see
+// critical finding; in strict mode, no warning either. Accepted findings (see
 // Acceptance) are shown with their acceptance and count for neither a run
 // nor a compliance control; acceptances live in the audit log only. A check that cannot run says so
-// as an error finding (database_unreachable, insufficient_privilege,
+// as a critical finding (database_unreachable, insufficient_privilege,
 // database_check_failed, ...): a run is never valid because nothing could
 // be looked at, and never answers 500.
 //
 // # The database checks
 //
+// They are the checks of the database component and of auth/schema (the
+// app's user ids and their foreign keys to auth.users, see authschema.go).
 // They run against the app's Postgres (Config.DatabaseURL) through a pool
 // of at most two connections, each check in its own READ ONLY transaction
 // with a statement timeout and a lock timeout. They read the catalogues and
@@ -65,6 +67,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,7 +90,7 @@ var (
 // pairs are the validation types each component supports.
 var pairs = map[string][]string{
 	"database":   {"schema", "permissions", "performance", "security"},
-	"auth":       {"permissions", "performance", "security"},
+	"auth":       {"schema", "permissions", "performance", "security"},
 	"realtime":   {"performance", "security"},
 	"api":        {"performance", "security"},
 	"deployment": {"schema", "performance", "security"},
@@ -96,9 +99,16 @@ var pairs = map[string][]string{
 // Supported reports whether component supports validation type typ.
 func Supported(component, typ string) bool { return slices.Contains(pairs[component], typ) }
 
-// DefaultRequiredTables are the tables the spec's ArchitectureValidator
-// requires.
-var DefaultRequiredTables = []string{"user_profiles", "suppliers", "couples", "core_fields", "system_metrics", "performance_logs"}
+// DefaultRequiredTables are the tables of WedSync's Postgres that the
+// spec's ArchitectureValidator requires. The spec's list also names
+// system_metrics and performance_logs, which Pulse keeps in ClickHouse
+// (requests and its rollups), so the app's database rightly lacks them.
+var DefaultRequiredTables = []string{"user_profiles", "suppliers", "couples", "core_fields"}
+
+// DefaultUserIDColumns are the columns of WedSync's Postgres whose values
+// the fleet sends to Pulse as user_id: the profile's key, which is the
+// Supabase Auth user's UUID.
+var DefaultUserIDColumns = []string{"user_profiles.id"}
 
 // DefaultExcludedSchemas are schemas the database checks leave alone:
 // Postgres's own and those Supabase manages.
@@ -127,7 +137,7 @@ type Config struct {
 	SlowQueryThreshold time.Duration // a statement is slow above this mean time; default 1s (the spec's)
 	MaxSlowQueries     int           // slow statements reported, each with a plan; default 10
 	LargeTableRows     int64         // a sequential scan matters on tables estimated this large; default 10,000
-	MaxConnectionUsage float64       // connections / max_connections (and any resource's utilisation) above this is an error; default 0.8
+	MaxConnectionUsage float64       // connections / max_connections (and any resource's utilisation) above this is critical; default 0.8
 	MinCacheHitRate    float64       // buffer cache hit rate below this is a warning; default 0.99
 	MinCacheBlocks     int64         // blocks read before the hit rate is judged; default 10,000
 
@@ -136,7 +146,7 @@ type Config struct {
 	SLOP95          time.Duration // API P95 SLO; default 1s (the spec's)
 	SLOErrorRate    float64       // API 5xx share SLO; default 0.01
 	AuthLatency     time.Duration // auth health check latency above this is a warning; default 200ms
-	AuthFailureRate float64       // auth failure rate at or above this is a warning (5x it an error); default 0.05
+	AuthFailureRate float64       // auth failure rate at or above this is a warning (5x it critical); default 0.05
 	MinAuthRequests uint64        // auth requests before the failure rate is judged; default 20
 	RealtimeLatency time.Duration // handshake latency above this is a warning; default 300ms
 	StaleAfter      time.Duration // a probe result older than this is stale; default 5m
@@ -149,8 +159,16 @@ type Config struct {
 	LoadFactor       float64       // peak load to absorb, as a multiple of today's; default 3 (utilisation ≤ 1/3)
 	ResourceWindow   time.Duration // resource samples considered current; default 15m
 
-	MaxRawRetention      time.Duration    // longest acceptable retention of rows holding user ids (GDPR); default 30 days
-	UserIDsPseudonymised bool             // the fleet sends pseudonymous user ids (e.g. HMAC of the real id), not the app's own
+	MaxRawRetention time.Duration // longest acceptable retention of rows holding user ids (GDPR); default 30 days
+	// UserIDColumns are the app's columns whose values the fleet sends as
+	// user_id ("table.column", looked for in the exposed schemas, or
+	// "schema.table.column"); default DefaultUserIDColumns. auth/schema
+	// judges whether they are pseudonymous (see checkUserIDColumns).
+	UserIDColumns []string
+	// UserIDsPseudonymised declares that the fleet sends keyed hashes of
+	// the user ids (e.g. HMAC-SHA256 with a key Pulse does not hold), not
+	// the app's own: then UserIDColumns are not looked at.
+	UserIDsPseudonymised bool
 	ErasureWait          time.Duration    // how long an erasure waits for ClickHouse to finish; default 30s
 	HistoryLimit         int              // default page of GET /history; default 20 (at most 100)
 	Now                  func() time.Time // the clock; default time.Now
@@ -178,6 +196,9 @@ func (c *Config) defaults() {
 	}
 	if c.ExcludedSchemas == nil {
 		c.ExcludedSchemas = DefaultExcludedSchemas
+	}
+	if c.UserIDColumns == nil {
+		c.UserIDColumns = DefaultUserIDColumns
 	}
 	if c.IngestRoutes == nil {
 		c.IngestRoutes = DefaultIngestRoutes
@@ -267,6 +288,17 @@ func (c Config) Validate() error {
 	for _, t := range c.RequiredTables {
 		if t == "" || len(t) > 127 {
 			bad("validate: required table names must be 1-127 bytes")
+		}
+	}
+	if c.ExposedSchemas != nil && len(c.ExposedSchemas) == 0 {
+		bad("validate: name at least one exposed schema")
+	}
+	if c.UserIDColumns != nil && len(c.UserIDColumns) == 0 && !c.UserIDsPseudonymised {
+		bad("validate: name the user id columns, or declare the user ids pseudonymised")
+	}
+	for _, col := range c.UserIDColumns {
+		if n := strings.Count(col, "."); n < 1 || n > 2 || len(col) > 191 || slices.Contains(strings.Split(col, "."), "") {
+			bad("validate: user id columns must be table.column or schema.table.column")
 		}
 	}
 	return errors.Join(errs...)

@@ -16,7 +16,7 @@ func TestREADMEConfigTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| `(PULSE_[A-Z_]+)` \\|").FindAllStringSubmatch(string(readme), -1)
+	rows := regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)` \\| `(PULSE_[A-Z0-9_]+)` \\|").FindAllStringSubmatch(string(readme), -1)
 	listed := map[string]string{}
 	for _, r := range rows {
 		listed[r[1]] = r[2]

@@ -91,7 +91,53 @@ type serveFlags struct {
 	probe    probe.Config
 	external string
 	agg      aggregator.Config
+	validate validateFlags
 	log      logFlags
+}
+
+// validateFlags are the flags of architecture validation (validate.Config).
+type validateFlags struct {
+	requiredTables, exposedSchemas, userIDColumns string
+	cfg                                           validate.Config
+}
+
+func (v *validateFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&v.requiredTables, "validate-required-tables", strings.Join(validate.DefaultRequiredTables, ","),
+		"tables the app's Postgres must have, comma-separated table or schema.table; empty requires none")
+	fs.StringVar(&v.exposedSchemas, "validate-exposed-schemas", "public", "schemas the app's API exposes, comma-separated")
+	fs.StringVar(&v.userIDColumns, "validate-user-id-columns", strings.Join(validate.DefaultUserIDColumns, ","),
+		"the app's columns whose values the fleet sends as user_id, comma-separated table.column or schema.table.column; judged pseudonymous when random UUID keys")
+	fs.BoolVar(&v.cfg.UserIDsPseudonymised, "validate-user-ids-pseudonymised", false, "the fleet sends keyed hashes (HMAC) of user ids, not the app's ids")
+	fs.DurationVar(&v.cfg.SLOAverage, "validate-slo-avg", 500*time.Millisecond, "API average response time SLO")
+	fs.DurationVar(&v.cfg.SLOP95, "validate-slo-p95", time.Second, "API P95 response time SLO")
+	fs.Float64Var(&v.cfg.SLOErrorRate, "validate-slo-error-rate", 0.01, "API 5xx share SLO (0-1)")
+}
+
+// config returns the validation config of the flags; a bad value is a
+// usage error.
+func (v validateFlags) config(databaseURL string) (validate.Config, error) {
+	c := v.cfg
+	c.DatabaseURL = databaseURL
+	c.RequiredTables, c.ExposedSchemas, c.UserIDColumns = commaList(v.requiredTables), commaList(v.exposedSchemas), commaList(v.userIDColumns)
+	if c.SLOAverage <= 0 || c.SLOP95 <= 0 || c.SLOErrorRate <= 0 {
+		return c, fmt.Errorf("%w: --validate-slo-avg, --validate-slo-p95 and --validate-slo-error-rate must be positive", errUsage)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%w: architecture validation: %v", errUsage, err)
+	}
+	return c, nil
+}
+
+// commaList splits a comma-separated flag, trimming spaces; "" is empty,
+// not nil.
+func commaList(s string) []string {
+	out := []string{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func retentionFlags(fs *flag.FlagSet) func() (schema.Retention, error) {
@@ -163,6 +209,7 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.DurationVar(&f.agg.MaxDelay, "batch-delay", time.Second, "aggregator: or when its oldest event waited this long")
 	fs.DurationVar(&f.agg.AckWait, "ack-wait", time.Minute, "aggregator: redelivery delay of unacked messages")
 	ret := retentionFlags(fs)
+	f.validate.register(fs)
 	f.log.register(fs)
 	return fs, ret
 }
@@ -236,6 +283,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := f.probe.Validate(); err != nil {
 		return fmt.Errorf("%w: probes: %v", errUsage, err)
+	}
+	if f.validate.cfg, err = f.validate.config(f.probe.DatabaseURL); err != nil {
+		return err
 	}
 	for _, l := range []*string{&f.adminLimit, &f.ingestLimit} {
 		if _, err := ratelimit.ParseLimit(*l); err != nil {
@@ -579,7 +629,7 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 			return nil, err
 		}
 		deliveryAPI.Register(r)
-		s.validator = validate.New(validate.Config{DatabaseURL: s.flags.probe.DatabaseURL}, s.validateDeps(r), s.log)
+		s.validator = validate.New(s.flags.validate.cfg, s.validateDeps(r), s.log)
 		s.validator.Register(r)
 		st, err := stats.New(stats.Config{Stream: s.flags.stream.IngestStream}, s.store, s.js, statsEdge(edge), statsAggregator(agg))
 		if err != nil {

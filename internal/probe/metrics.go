@@ -29,10 +29,11 @@ type Metrics interface {
 //
 // An auth request is one whose service is "auth" or whose endpoint starts
 // with "/auth/" (Supabase's /auth/v1/...) or "/api/auth/" (the app's own
-// auth routes). It failed when its status is 5xx (the auth service broke)
-// or 429 (it refused to serve): a 401 or 403 is auth doing its job, a
-// credential rejected, and is not a failure. No rollup counts 429s, so the
-// auth figures read raw requests over (now - window, now], at the table's
+// auth routes). It failed when its status is 5xx (the auth service broke),
+// 429 (it refused to serve), or 401 or 403: a failed login, which the
+// spec's auth check counts (auth_audit_log's login_failed), since a burst
+// of them is credential stuffing or a broken sign-in form. No rollup
+// counts these statuses, so the auth figures read raw requests over (now - window, now], at the table's
 // one-second resolution; the table's sort key (service, endpoint, ts)
 // limits the read to the auth requests of the window (plus the granules
 // around them), whatever the rest of the traffic.
@@ -66,7 +67,7 @@ func (m StoreMetrics) AuthFailureRate(ctx context.Context, window time.Duration)
 		conds = append(conds, "endpoint LIKE "+chstore.Quote(p+"%"))
 	}
 	var n, failed uint64
-	err := m.Store.QueryRow(ctx, "SELECT count(), countIf(status_code >= 500 OR status_code = 429) FROM "+m.Store.T("requests")+
+	err := m.Store.QueryRow(ctx, "SELECT count(), countIf(status_code >= 500 OR status_code IN (401, 403, 429)) FROM "+m.Store.T("requests")+
 		" WHERE "+m.window(window)+" AND ("+strings.Join(conds, " OR ")+")", &n, &failed)
 	if err != nil {
 		return 0, 0, fmt.Errorf("query auth failure rate: %w", err)

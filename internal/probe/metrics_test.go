@@ -148,10 +148,12 @@ func TestAuthFailureRate(t *testing.T) {
 	}
 	cases := []tc{
 		{"all fine", [][]event.Request{reqs(at(0), "web", "/auth/v1/token", 20, 200, 30)}, 0, 20, event.StatusHealthy, ""},
-		{"401 and 403 are not failures", [][]event.Request{
-			reqs(at(1), "web", "/auth/v1/token", 10, 200, 30), reqs(at(1), "web", "/auth/v1/token", 8, 401, 30),
-			reqs(at(1), "web", "/api/auth/login", 2, 403, 30),
-		}, 0, 20, event.StatusHealthy, ""},
+		{"401 and 403 are failed logins", [][]event.Request{
+			reqs(at(1), "web", "/auth/v1/token", 18, 200, 30), reqs(at(1), "web", "/auth/v1/token", 1, 401, 30),
+			reqs(at(1), "web", "/api/auth/login", 1, 403, 30),
+			// A 401 outside the auth routes is not a login.
+			reqs(at(1), "web", "/api/forms", 30, 401, 30),
+		}, 0.1, 20, event.StatusDegraded, ""},
 		{"10% 5xx", [][]event.Request{
 			reqs(at(2), "web", "/api/auth/login", 18, 200, 30), reqs(at(2), "web", "/api/auth/login", 2, 503, 30),
 			// Not auth requests: they must not count.

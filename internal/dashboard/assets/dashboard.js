@@ -737,14 +737,14 @@ var uPlot=function(){"use strict";const l="u-off",e="u-label",t="width",n="heigh
         h("td", null, badge(r.valid ? "valid" : "invalid", r.valid ? "valid" : "invalid")),
         h("td", { class: "num" }, String(r.errors)), h("td", { class: "num" }, String(r.warnings)), h("td", { class: "num" }, String(r.infos)),
         h("td", null, fmt.time(r.checked_at))))))));
-    const bySeverity = { error: [], warning: [], info: [] };
+    const bySeverity = { critical: [], warning: [], info: [] };
     for (const r of list) {
       for (const i of r.issues || []) (bySeverity[i.severity] || bySeverity.info).push({ run: r, issue: i });
     }
-    for (const sev of ["error", "warning", "info"]) {
+    for (const sev of ["critical", "warning", "info"]) {
       const found = bySeverity[sev];
       if (found.length === 0) continue;
-      root.append(h("details", { class: "findings", open: sev === "error" },
+      root.append(h("details", { class: "findings", open: sev === "critical" },
         h("summary", null, badge(sev), ` ${found.length} ${sev === "info" ? "notes" : sev + "s"}`),
         h("ul", { class: "plain" }, found.map(({ run, issue }) => h("li", null,
           h("strong", null, `${run.component}/${run.validation_type} · ${issue.object}`), ": ", issue.message,
