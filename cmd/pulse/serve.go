@@ -316,7 +316,7 @@ type process struct {
 
 func (s *process) run(ctx context.Context) error {
 	defer s.close()
-	s.metrics = metrics.New()
+	s.metrics = metrics.New(version)
 	if err := s.connectNATS(ctx); err != nil {
 		return err
 	}
@@ -502,6 +502,11 @@ func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error
 // route goes through httpapi.Router, so every route has its guard.
 func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	e := httpapi.New(s.log)
+	reqMetrics, err := httpapi.RequestMetrics(s.metrics.Registerer())
+	if err != nil {
+		return nil, err
+	}
+	e.Use(reqMetrics)
 	r := httpapi.NewRouter(e, s.authn)
 	if err := s.rateLimits(r); err != nil {
 		return nil, err
