@@ -507,7 +507,7 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 		return nil, err
 	}
 	e.Use(reqMetrics)
-	r := httpapi.NewRouter(e, s.authn)
+	r := httpapi.NewRouter(e, auth.LogRejections(s.authn, s.log, 0))
 	if err := s.rateLimits(r); err != nil {
 		return nil, err
 	}
