@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -10,29 +9,15 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+// logLines decodes the JSON lines of buf.
+func logLines(t *testing.T, buf *testenv.LogBuffer) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if l == "" {
-			continue
-		}
+	for _, l := range buf.Lines("{") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line %q: %v", l, err)
@@ -50,7 +35,7 @@ func TestLogRejections(t *testing.T) {
 	var static StaticTokens
 	static.Add("good-static-token-0123456789", Principal{Name: "ops", Scopes: []Scope{ScopeAdmin}})
 	j := newTestJWT(t, JWTConfig{})
-	var buf syncBuffer
+	var buf testenv.LogBuffer
 	a := LogRejections(Chain(j, &static), zerolog.New(&buf), time.Minute)
 	var clockMu sync.Mutex
 	clock := time.Now()
@@ -77,7 +62,7 @@ func TestLogRejections(t *testing.T) {
 	if _, err := a.Authenticate("good-static-token-0123456789"); err != nil {
 		t.Fatalf("good token refused: %v", err)
 	}
-	lines := buf.lines(t)
+	lines := logLines(t, &buf)
 	if len(lines) != 2 {
 		t.Fatalf("a burst of 2000 rejections with 2 reasons wrote %d lines; want 2:\n%v", len(lines), lines)
 	}
@@ -96,11 +81,11 @@ func TestLogRejections(t *testing.T) {
 	if _, err := a.Authenticate(badStatic); err == nil {
 		t.Fatal("bad token accepted")
 	}
-	lines = buf.lines(t)
+	lines = logLines(t, &buf)
 	if len(lines) != 3 || lines[2]["suppressed"] != float64(999) {
 		t.Errorf("after the period: %d lines, last %v; want 3, the last with suppressed 999", len(lines), lines[len(lines)-1])
 	}
-	all := buf.b.String()
+	all := buf.String()
 	for _, secret := range []string{badStatic, "sEcReT", expired, strings.Split(expired, ".")[1], "good-static-token"} {
 		if strings.Contains(all, secret) {
 			t.Errorf("the log holds a credential (or part of one) %q:\n%s", secret, all)
