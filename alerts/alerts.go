@@ -47,8 +47,9 @@
 // (*chstore.Store is both). Instant, Evaluator and History register what
 // they count on their config's Registerer (nil: nowhere), as
 // pulse_alerts_instant_*, pulse_alerts_evaluator_* and
-// pulse_alerts_history_*; a second component of a kind on the same
-// registry is refused.
+// pulse_alerts_history_*, and both evaluators count the alerts they fire in
+// pulse_alerts_fired_total{evaluator, rule, severity}; a second component
+// of a kind on the same registry is refused.
 //
 // # State
 //

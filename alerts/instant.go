@@ -167,6 +167,7 @@ type Instant struct {
 	js    jetstream.JetStream
 	log   zerolog.Logger
 	stats InstantStats
+	fired *prometheus.CounterVec // firing alerts published, by rule and severity
 
 	mu        sync.Mutex
 	pending   map[groupKey]*hit // filled by Observe, taken by Run
@@ -233,7 +234,12 @@ func NewInstant(cfg InstantConfig, set *rules.Set, js jetstream.JetStream, log z
 	in.pendingOf = make([]int, len(in.rules))
 	in.openOf = make([]int, len(in.rules))
 	st := &in.stats
-	err := register(cfg.Registerer,
+	severities := map[string]string{}
+	for _, r := range set.Instant {
+		severities[r.Name] = r.Severity
+	}
+	in.fired = firedVec("instant", severities)
+	err := register(cfg.Registerer, in.fired,
 		counterOf("pulse_alerts_instant_observed_requests_total", "Requests passed to the instant alert rules.", &st.Observed),
 		counterOf("pulse_alerts_instant_matches_total", "Instant rule matches folded into alert groups.", &st.Matched),
 		counterOf("pulse_alerts_instant_overflow_matches_total", "Instant rule matches folded into a rule's overflow group because the rule had its most groups.", &st.Overflow),
@@ -605,6 +611,7 @@ func (in *Instant) notify(ctx context.Context, o *openAlert, now time.Time) {
 	o.sent = true
 	if a.State == StateFiring {
 		in.stats.Fired.Add(1)
+		in.fired.WithLabelValues(a.Rule, a.Severity).Inc()
 	} else {
 		in.stats.Resolved.Add(1)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wedsync/pulse/alerts"
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/testenv"
@@ -57,7 +59,8 @@ func TestBurst(t *testing.T) {
 	n := newNATS(t)
 	c := collect(t, n.nc)
 	const cooldown = time.Second
-	in := newInstant(t, alerts.InstantConfig{}, mustParse(t, instantRules(t, cooldown)), n.js, nop)
+	reg := prometheus.NewRegistry()
+	in := newInstant(t, alerts.InstantConfig{Registerer: reg}, mustParse(t, instantRules(t, cooldown)), n.js, nop)
 	testenv.Run(t, in.Run)
 	// Run is up once it has swept the bucket; an event before that only
 	// waits in memory, but the latency check should not measure start-up.
@@ -80,6 +83,13 @@ func TestBurst(t *testing.T) {
 	latency := fired[0].at.Sub(start)
 	t.Logf("10,000 events observed in %s; firing alert received %s after the first (count %d)", observed, latency, fired[0].alert.Count)
 	f := fired[0]
+	// /metrics counts the alert by rule and severity.
+	testenv.Eventually(t, 5*time.Second, "pulse_alerts_fired_total{rule=server_error} at 1", func() bool {
+		return testenv.Counter(t, reg, "pulse_alerts_fired_total", "evaluator", "instant", "rule", "server_error", "severity", "critical") == 1
+	})
+	if v := testenv.Counter(t, reg, "pulse_alerts_fired_total", "rule", "slow_response"); v != 0 {
+		t.Errorf("fired{slow_response} = %v; want 0", v)
+	}
 	if f.subject != "pulse.alerts.critical.server_error" {
 		t.Errorf("got subject %q; want pulse.alerts.critical.server_error", f.subject)
 	}

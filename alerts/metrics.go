@@ -37,3 +37,20 @@ func gaugeOf(name, help string, f func() bool) prometheus.Collector {
 		return 0
 	})
 }
+
+// firedVec is pulse_alerts_fired_total of one evaluator ("instant" or
+// "window"): firing alerts this replica published, by rule and severity.
+// The evaluators share the name, told apart by the evaluator label, and
+// start every configured rule's series at 0 so that rate() sees the first
+// one. Rules come from the rule file, so the label set is bounded.
+func firedVec(evaluator string, ruleSeverity map[string]string) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "pulse_alerts_fired_total",
+		Help:        "Firing alerts this replica published, by evaluator (instant, window), rule and severity.",
+		ConstLabels: prometheus.Labels{"evaluator": evaluator},
+	}, []string{"rule", "severity"})
+	for rule, severity := range ruleSeverity {
+		v.WithLabelValues(rule, severity)
+	}
+	return v
+}

@@ -113,6 +113,8 @@ type Evaluator struct {
 
 	statusMu sync.Mutex
 	status   Status
+
+	fired *prometheus.CounterVec // firing alerts published, by rule and severity
 }
 
 // NewEvaluator returns an evaluator of set's window and scaling rules,
@@ -128,7 +130,12 @@ func NewEvaluator(cfg EvaluatorConfig, set *rules.Set, js jetstream.JetStream, s
 	e := &Evaluator{cfg: cfg, rules: set.Evaluated(), js: js, store: store,
 		log: log.With().Str("component", "alerts.evaluator").Logger()}
 	e.status.Instance = cfg.Instance
-	err := register(cfg.Registerer,
+	severities := map[string]string{}
+	for _, r := range e.rules {
+		severities[r.Name] = r.Severity
+	}
+	e.fired = firedVec("window", severities)
+	err := register(cfg.Registerer, e.fired,
 		gaugeOf("pulse_alerts_evaluator_degraded", "1 when the last window evaluation could not run every rule.",
 			func() bool { return e.Status().Degraded }),
 		gaugeOf("pulse_alerts_evaluator_leader", "1 while this replica holds the window evaluator lease.",
@@ -611,6 +618,9 @@ func (e *Evaluator) announce(ctx context.Context, s *series) error {
 			return err
 		}
 		s.sent = true
+		if a.State == StateFiring {
+			e.fired.WithLabelValues(a.Rule, a.Severity).Inc()
+		}
 	}
 	if s.rec.Phase == phaseResolved {
 		err := e.do(ctx, func(ctx context.Context) error {

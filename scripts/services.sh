@@ -17,6 +17,7 @@
 #   chDB        scripts/libchdb.sh (pinned npm package, verified)
 #   Alertmanager Debian's prometheus-alertmanager, installed when missing; not started here:
 #               each test starts its own on a free loopback port with its own config and storage
+#   promtool    Debian's prometheus package, installed when missing (cmd/pulse checks /metrics with it)
 #
 # services.env holds `export VAR='value'` lines (also printed on stdout; diagnostics go to stderr):
 #   PULSE_TEST_CLICKHOUSE_DSN  clickhouse://127.0.0.1:<port>/default
@@ -25,6 +26,7 @@
 #   PULSE_TEST_NATS_URL        nats://127.0.0.1:4222          (`unset` line when unavailable)
 #   CHDB_LIB_PATH              absolute path of libchdb.so
 #   PULSE_TEST_ALERTMANAGER    absolute path of the Alertmanager binary
+#   PULSE_TEST_PROMTOOL        absolute path of promtool
 #
 # Knobs: PULSE_WORK (work dir), PULSE_CACHE (see libchdb.sh),
 #        PULSE_CLICKHOUSE_PORTS (candidate ports, default "9000 19000").
@@ -393,6 +395,15 @@ am_ensure() { # sets am_bin
 	[[ -x "$am_bin" ]] || die "prometheus-alertmanager is not installed ($am_bin)"
 }
 
+promtool_ensure() { # sets promtool_bin
+	if ! have promtool; then
+		apt_install prometheus
+		# Like Alertmanager's, the package's own service is not used.
+	fi
+	promtool_bin="$(bin promtool)"
+	[[ -x "$promtool_bin" ]] || die "promtool is not installed ($promtool_bin)"
+}
+
 # ---------------------------------------------------------------------------- main
 
 exec 8>"$work/.services.lock"
@@ -418,6 +429,8 @@ ch_port=
 ch_ensure
 am_bin=
 am_ensure
+promtool_bin=
+promtool_ensure
 chdb_lib="$("$repo/scripts/libchdb.sh")" || die "scripts/libchdb.sh failed"
 [[ -f "$chdb_lib" ]] || die "scripts/libchdb.sh printed '$chdb_lib', which is not a file"
 
@@ -432,6 +445,7 @@ chdb_lib="$("$repo/scripts/libchdb.sh")" || die "scripts/libchdb.sh failed"
 	fi
 	echo "export CHDB_LIB_PATH=$(q "$chdb_lib")"
 	echo "export PULSE_TEST_ALERTMANAGER=$(q "$am_bin")"
+	echo "export PULSE_TEST_PROMTOOL=$(q "$promtool_bin")"
 } >"$env_file.tmp"
 mv -f "$env_file.tmp" "$env_file"
 cat "$env_file"

@@ -127,7 +127,7 @@ func newRouterEnv(t *testing.T) *routerEnv {
 	p := &process{
 		flags: f, roles: roles, retention: retention, tokens: tokens,
 		authn: auth.Chain(jwtAuth, tokens.StaticTokens), rules: rules.Default(), log: zerolog.Nop(), stdout: io.Discard,
-		nc: nc, js: js, store: store, metrics: metrics.New(),
+		nc: nc, js: js, store: store, metrics: metrics.New("test"),
 	}
 	e, err := p.router(nil)
 	if err != nil {

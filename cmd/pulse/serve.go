@@ -381,7 +381,7 @@ type process struct {
 
 func (s *process) run(ctx context.Context) error {
 	defer s.close()
-	s.metrics = metrics.New()
+	s.metrics = metrics.New(version)
 	var err error
 	if s.authFails, err = authFailures(s.metrics.Registerer()); err != nil {
 		return err
@@ -578,7 +578,12 @@ func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error
 // route goes through httpapi.Router, so every route has its guard.
 func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	e := httpapi.New(s.log)
-	r := httpapi.NewRouter(e, s.authn)
+	reqMetrics, err := httpapi.RequestMetrics(s.metrics.Registerer())
+	if err != nil {
+		return nil, err
+	}
+	e.Use(reqMetrics)
+	r := httpapi.NewRouter(e, auth.LogRejections(s.authn, s.log, 0))
 	if err := s.rateLimits(r); err != nil {
 		return nil, err
 	}

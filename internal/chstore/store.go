@@ -42,7 +42,8 @@ type Rows interface {
 // The server stores a float64 exactly. chDB receives rows as text, which
 // ClickHouse parses with its fast float reader: a value can come back one
 // or two units in the last place off (at most about 4.5e-16 relative), and
-// values below 1e-323 (the smallest subnormal) as 0.
+// values below 1e-323 (the smallest subnormal) as 0. Whole numbers below
+// 2^53 (bytes, counts) are written as plain digits and come back exact.
 type Column struct {
 	Name   string
 	Values any

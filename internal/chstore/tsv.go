@@ -57,6 +57,11 @@ func appendTSV(dst []byte, cols []Column) ([]byte, error) {
 					dst = append(dst, "inf"...)
 				case math.IsInf(f, -1):
 					dst = append(dst, "-inf"...)
+				case f == math.Trunc(f) && math.Abs(f) < 1<<53 && !(f == 0 && math.Signbit(f)):
+					// A whole number (bytes, counts) as plain digits, which
+					// ClickHouse reads exactly; in exponent form ("9.7793294336e+10")
+					// its fast float reader can land a unit in the last place off.
+					dst = strconv.AppendInt(dst, int64(f), 10)
 				default:
 					dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
 				}

@@ -2,10 +2,14 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/wedsync/pulse/internal/event"
 )
@@ -14,19 +18,54 @@ import (
 // slower answers are degraded.
 const ExternalHealthy = time.Second
 
-// Circuit states.
+// Circuit states, as the details name them.
 const (
 	circuitClosed   = "closed"
 	circuitOpen     = "open"
 	circuitHalfOpen = "half_open"
 )
 
-// breaker is the circuit breaker of one dependency. Only the probe's run
+// errServerError marks a 5xx answer as a failed call for the breaker.
+var errServerError = errors.New("server error")
+
+// breaker is the circuit breaker of one dependency: sony/gobreaker's state
+// machine (closed; open after BreakerFailures consecutive failures; after
+// BreakerCooldown one trial call, half-open, that closes or opens it
+// again), plus what the details report and gobreaker does not keep: the
+// consecutive failures across state changes (gobreaker starts counting
+// afresh on each) and when the circuit opened. Only the probe's run
 // touches it, one goroutine per dependency.
 type breaker struct {
-	state    string
-	failures int       // consecutive
-	openedAt time.Time // when it last opened
+	cb       *gobreaker.CircuitBreaker[int] // the call's HTTP status
+	failures int                            // consecutive, across state changes
+	openedAt atomic.Int64                   // unix ns of the last opening; set by gobreaker's OnStateChange
+}
+
+func newBreaker(name string, failures int, cooldown time.Duration) *breaker {
+	b := &breaker{}
+	b.cb = gobreaker.NewCircuitBreaker[int](gobreaker.Settings{
+		Name:        name,
+		MaxRequests: 1, // one trial call when half-open
+		Timeout:     cooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(failures) },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				b.openedAt.Store(time.Now().UnixNano())
+			}
+		},
+	})
+	return b
+}
+
+// circuit names b's state.
+func (b *breaker) circuit() string {
+	switch b.cb.State() {
+	case gobreaker.StateOpen:
+		return circuitOpen
+	case gobreaker.StateHalfOpen:
+		return circuitHalfOpen
+	}
+	return circuitClosed
 }
 
 // externalProbe checks the external dependencies.
@@ -34,9 +73,7 @@ type externalProbe struct {
 	deps     []Dependency
 	breakers []*breaker
 	client   *http.Client
-	failures int
 	cooldown time.Duration
-	now      func() time.Time // the breakers' clock
 }
 
 type externalDetails struct {
@@ -50,10 +87,9 @@ type externalDetails struct {
 }
 
 func newExternalProbe(cfg Config) *externalProbe {
-	p := &externalProbe{deps: cfg.External, client: newHTTPClient(), failures: cfg.BreakerFailures,
-		cooldown: cfg.BreakerCooldown, now: time.Now}
-	for range cfg.External {
-		p.breakers = append(p.breakers, &breaker{state: circuitClosed})
+	p := &externalProbe{deps: cfg.External, client: newHTTPClient(), cooldown: cfg.BreakerCooldown}
+	for _, dep := range cfg.External {
+		p.breakers = append(p.breakers, newBreaker(dep.Name, cfg.BreakerFailures, cfg.BreakerCooldown))
 	}
 	return p
 }
@@ -83,37 +119,40 @@ func (p *externalProbe) run(ctx context.Context) ([]event.HealthResult, []event.
 
 // check calls one dependency through its breaker.
 func (p *externalProbe) check(ctx context.Context, ts time.Time, dep Dependency, b *breaker) event.HealthResult {
-	now := p.now()
-	if b.state == circuitOpen {
-		if wait := p.cooldown - now.Sub(b.openedAt); wait > 0 {
-			d := externalDetails{Error: "circuit open", Circuit: circuitOpen, ConsecutiveFailures: b.failures,
-				RetryInS: ptr(math.Ceil(wait.Seconds()))}
-			return result(ts, "external", dep.Name, event.StatusCritical, 0, d)
+	var latency time.Duration
+	var callErr error
+	code, err := b.cb.Execute(func() (int, error) {
+		cctx, cancel := context.WithTimeout(ctx, dep.Timeout)
+		defer cancel()
+		var code int
+		code, latency, callErr = get(cctx, p.client, dep.URL, nil)
+		if callErr == nil && code >= 500 {
+			return code, errServerError
 		}
-		b.state = circuitHalfOpen // one trial call
+		return code, callErr
+	})
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		wait := p.cooldown - time.Since(time.Unix(0, b.openedAt.Load()))
+		d := externalDetails{Error: "circuit open", Circuit: circuitOpen, ConsecutiveFailures: b.failures,
+			RetryInS: ptr(math.Ceil(max(wait, 0).Seconds()))}
+		return result(ts, "external", dep.Name, event.StatusCritical, 0, d)
 	}
-	cctx, cancel := context.WithTimeout(ctx, dep.Timeout)
-	code, latency, err := get(cctx, p.client, dep.URL, nil)
-	cancel()
 	d := externalDetails{LatencyMS: ptr(ms(latency))}
 	status := byLatency(latency, ExternalHealthy, never)
 	switch {
-	case err != nil:
-		d.Error, d.Cause = "unreachable", cause(err)
+	case callErr != nil:
+		d.Error, d.Cause = "unreachable", cause(callErr)
 	case code >= 500:
 		d.Error, d.HTTPStatus = "server error", code
 	default:
 		d.HTTPStatus = code
 	}
 	if d.Error == "" {
-		b.state, b.failures = circuitClosed, 0
+		b.failures = 0
 	} else {
 		status = event.StatusCritical
 		b.failures++
-		if b.state == circuitHalfOpen || b.failures >= p.failures {
-			b.state, b.openedAt = circuitOpen, p.now()
-		}
 	}
-	d.Circuit, d.ConsecutiveFailures = b.state, b.failures
+	d.Circuit, d.ConsecutiveFailures = b.circuit(), b.failures
 	return result(ts, "external", dep.Name, status, *d.LatencyMS, d)
 }

@@ -1,8 +1,6 @@
 package probe
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,11 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/shirou/gopsutil/v4/common"
+	"github.com/shirou/gopsutil/v4/cpu"
+	"github.com/shirou/gopsutil/v4/disk"
+	"github.com/shirou/gopsutil/v4/mem"
+	"github.com/shirou/gopsutil/v4/net"
 
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/safeerr"
@@ -73,20 +75,25 @@ func (c HostConfig) Validate() error {
 	return nil
 }
 
-// HostSampler samples the host it runs on from /proc, /sys and statfs:
+// HostSampler samples the host it runs on with gopsutil (which reads /proc
+// and statfs; ProcDir and SysDir point it elsewhere):
 //
-//   - cpu: used = busy CPUs over the last interval (from /proc/stat: all
-//     time but idle and iowait), capacity = the number of CPUs.
-//   - memory: used = MemTotal - MemAvailable, capacity = MemTotal, in bytes.
-//   - disk, one per configured path, named by the mount point of its
-//     filesystem: used and capacity in bytes as df counts them (capacity =
+//   - cpu: used = busy CPUs over the last interval (gopsutil's CPU times:
+//     all time but idle and iowait, guest time not counted twice),
+//     capacity = the number of logical CPUs.
+//   - memory: used = total - available, capacity = total, in bytes.
+//   - disk, one per filesystem of the configured paths, named by its mount
+//     point: used and capacity in bytes as df counts them (capacity =
 //     used + available to unprivileged users, so the blocks reserved for
-//     root are left out and utilisation equals df's Use%).
-//   - network, one per interface except loopback: used = the bytes per
-//     second of its busier direction over the last interval (from
-//     /proc/net/dev), capacity = the link speed in bytes per second (from
-//     /sys/class/net/<if>/speed). When the speed is unknown (virtual
-//     interfaces, a link that is down) capacity and utilisation are 0.
+//     root are left out and utilisation equals df's Use%). A path that does
+//     not exist (yet) counts as its nearest existing parent, the
+//     filesystem it will be created on.
+//   - network, one per interface with a known link speed: used = the bytes
+//     per second of its busier direction over the last interval, capacity
+//     = the link speed in bytes per second (/sys/class/net/<if>/speed,
+//     which gopsutil does not read). Loopback and interfaces without a
+//     speed (virtual ones, links that are down) are left out: a capacity
+//     of 0 would say nothing.
 //
 // Each interval's samples are published as one JSON array on
 // pulse.ingest.resources.<host, dots as underscores>. Create it with
@@ -105,7 +112,7 @@ type HostSampler struct {
 // counters are the cumulative readings that rates are computed from.
 type counters struct {
 	at         time.Time
-	busy, all  uint64 // CPU jiffies
+	busy, all  float64 // CPU seconds, as gopsutil's cpu.Percent counts them
 	cpus       int
 	netRx      map[string]uint64
 	netTx      map[string]uint64
@@ -185,7 +192,7 @@ const warmup = 250 * time.Millisecond
 func (s *HostSampler) Sample(ctx context.Context) ([]event.ResourceSample, error) {
 	var errs []error
 	if s.prev == nil {
-		c, err := s.readCounters()
+		c, err := s.readCounters(ctx)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -196,7 +203,7 @@ func (s *HostSampler) Sample(ctx context.Context) ([]event.ResourceSample, error
 		case <-time.After(warmup):
 		}
 	}
-	cur, err := s.readCounters()
+	cur, err := s.readCounters(ctx)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -212,17 +219,17 @@ func (s *HostSampler) Sample(ctx context.Context) ([]event.ResourceSample, error
 	}
 	prev := s.prev
 	if cur.cpus > 0 && cur.all > prev.all && cur.busy >= prev.busy {
-		busy := float64(cur.busy-prev.busy) / float64(cur.all-prev.all) * float64(cur.cpus)
+		busy := min((cur.busy-prev.busy)/(cur.all-prev.all), 1) * float64(cur.cpus)
 		add("cpu", "", math.Round(busy*1000)/1000, float64(cur.cpus))
 	}
-	if used, total, err := s.memory(); err != nil {
+	if used, total, err := s.memory(ctx); err != nil {
 		errs = append(errs, err)
 	} else {
 		add("memory", "", used, total)
 	}
 	seen := map[string]bool{}
 	for _, p := range s.cfg.Paths {
-		mount, used, capacity, err := s.disk(p)
+		mount, used, capacity, err := s.disk(ctx, p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -240,126 +247,101 @@ func (s *HostSampler) Sample(ctx context.Context) ([]event.ResourceSample, error
 			if !ok0 || !ok1 || rx1 < rx0 || tx1 < tx0 { // new interface or counters reset
 				continue
 			}
+			speed := s.linkSpeed(name)
+			if speed == 0 { // unknown: a virtual interface or a link that is down
+				continue
+			}
 			rate := math.Max(float64(rx1-rx0), float64(tx1-tx0)) / dt
-			add("network", name, math.Round(rate), s.linkSpeed(name))
+			add("network", name, math.Round(rate), speed)
 		}
 	}
 	s.prev = cur
 	return out, errors.Join(errs...)
 }
 
-// readCounters reads /proc/stat and /proc/net/dev.
-func (s *HostSampler) readCounters() (*counters, error) {
+// env is ctx carrying ProcDir and SysDir for gopsutil.
+func (s *HostSampler) env(ctx context.Context) context.Context {
+	return context.WithValue(ctx, common.EnvKey, common.EnvMap{common.HostProcEnvKey: s.cfg.ProcDir, common.HostSysEnvKey: s.cfg.SysDir})
+}
+
+// readCounters reads the CPU times and the network interfaces' byte
+// counters.
+func (s *HostSampler) readCounters(ctx context.Context) (*counters, error) {
+	ctx = s.env(ctx)
 	c := &counters{at: time.Now(), netRx: map[string]uint64{}, netTx: map[string]uint64{}}
 	var errs []error
-	if data, err := os.ReadFile(filepath.Join(s.cfg.ProcDir, "stat")); err != nil {
-		errs = append(errs, errors.New("read /proc/stat"))
+	times, err := cpu.TimesWithContext(ctx, false)
+	cpus, cerr := cpu.CountsWithContext(ctx, true)
+	if err != nil || cerr != nil || len(times) == 0 {
+		errs = append(errs, errors.New("read CPU times"))
 	} else {
-		c.busy, c.all, c.cpus = parseStat(data)
+		c.all, c.busy = cpuBusy(times[0])
+		c.cpus = cpus
 	}
-	if data, err := os.ReadFile(filepath.Join(s.cfg.ProcDir, "net", "dev")); err != nil {
-		errs = append(errs, errors.New("read /proc/net/dev"))
-	} else {
-		for _, line := range strings.Split(string(data), "\n") {
-			name, rest, ok := strings.Cut(line, ":")
-			name = strings.TrimSpace(name)
-			if !ok || name == "" || name == "lo" || s.loopback(name) {
-				continue
-			}
-			f := strings.Fields(rest)
-			if len(f) < 9 {
-				continue
-			}
-			rx, err1 := strconv.ParseUint(f[0], 10, 64)
-			tx, err2 := strconv.ParseUint(f[8], 10, 64)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			c.netRx[name], c.netTx[name] = rx, tx
-			c.netOrdered = append(c.netOrdered, name)
+	ios, err := net.IOCountersWithContext(ctx, true)
+	if err != nil {
+		errs = append(errs, errors.New("read network counters"))
+	}
+	for _, io := range ios {
+		if io.Name == "" || io.Name == "lo" || s.loopback(io.Name) {
+			continue
 		}
+		c.netRx[io.Name], c.netTx[io.Name] = io.BytesRecv, io.BytesSent
+		c.netOrdered = append(c.netOrdered, io.Name)
 	}
 	return c, errors.Join(errs...)
 }
 
-// parseStat returns the busy and total jiffies of the "cpu" line of
-// /proc/stat and the number of "cpuN" lines. Guest time is already part of
-// user time and is not added again.
-func parseStat(data []byte) (busy, all uint64, cpus int) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") {
-			continue
-		}
-		if f[0] != "cpu" {
-			cpus++
-			continue
-		}
-		var idle uint64
-		for i, v := range f[1:min(len(f), 9)] { // user nice system idle iowait irq softirq steal
-			n, _ := strconv.ParseUint(v, 10, 64)
-			all += n
-			if i == 3 || i == 4 {
-				idle += n
-			}
-		}
-		busy = all - idle
-	}
-	return busy, all, cpus
+// cpuBusy returns all and busy CPU time as gopsutil's cpu.Percent counts
+// them: guest time is part of user time and not added again; idle and
+// iowait are not busy.
+func cpuBusy(t cpu.TimesStat) (all, busy float64) {
+	all = t.Total() - t.Guest - t.GuestNice
+	return all, all - t.Idle - t.Iowait
 }
 
-// memory returns MemTotal - MemAvailable and MemTotal in bytes.
-func (s *HostSampler) memory() (used, total float64, err error) {
-	data, err := os.ReadFile(filepath.Join(s.cfg.ProcDir, "meminfo"))
-	if err != nil {
-		return 0, 0, errors.New("read /proc/meminfo")
+// memory returns total - available and total memory in bytes.
+func (s *HostSampler) memory(ctx context.Context) (used, total float64, err error) {
+	vm, err := mem.VirtualMemoryWithContext(s.env(ctx))
+	if err != nil || vm.Total == 0 || vm.Available > vm.Total {
+		return 0, 0, errors.New("read memory")
 	}
-	var tot, avail uint64
-	var haveTot, haveAvail bool
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, err := strconv.ParseUint(f[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "MemTotal:":
-			tot, haveTot = n*1024, true
-		case "MemAvailable:":
-			avail, haveAvail = n*1024, true
-		}
-	}
-	if !haveTot || !haveAvail || tot == 0 || avail > tot {
-		return 0, 0, errors.New("parse /proc/meminfo")
-	}
-	return float64(tot - avail), float64(tot), nil
+	return float64(vm.Total - vm.Available), float64(vm.Total), nil
 }
 
-// disk returns the mount point of path's filesystem and its used and
+// disk returns the mount point of the filesystem holding path (or, when
+// path does not exist, its nearest existing parent) and its used and
 // capacity bytes, as df counts them.
-func (s *HostSampler) disk(path string) (string, float64, float64, error) {
-	abs, err := filepath.Abs(path)
-	if err == nil {
-		abs, err = filepath.EvalSymlinks(abs)
-	}
+func (s *HostSampler) disk(ctx context.Context, path string) (string, float64, float64, error) {
+	abs, err := existingParent(path)
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("disk path %d: cannot be resolved", s.pathIndex(path))
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(abs, &st); err != nil {
+	u, err := disk.UsageWithContext(ctx, abs)
+	if err != nil {
 		return "", 0, 0, fmt.Errorf("disk path %d: statfs failed", s.pathIndex(path))
 	}
-	bsize := uint64(st.Frsize)
-	if bsize == 0 {
-		bsize = uint64(st.Bsize)
+	return s.mountPoint(ctx, abs), float64(u.Used), float64(u.Used + u.Free), nil
+}
+
+// existingParent returns path, absolute and with symbolic links resolved,
+// or the nearest parent of it that exists.
+func existingParent(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
 	}
-	used := (st.Blocks - st.Bfree) * bsize
-	capacity := used + st.Bavail*bsize
-	return s.mountPoint(abs), float64(used), float64(capacity), nil
+	for {
+		resolved, err := filepath.EvalSymlinks(abs)
+		if err == nil {
+			return resolved, nil
+		}
+		parent := filepath.Dir(abs)
+		if parent == abs {
+			return "", err
+		}
+		abs = parent
+	}
 }
 
 func (s *HostSampler) pathIndex(path string) int {
@@ -371,45 +353,21 @@ func (s *HostSampler) pathIndex(path string) int {
 	return 0
 }
 
-// mountPoint returns the longest mount point of /proc/self/mountinfo that
-// contains abs, or "/" when it cannot tell.
-func (s *HostSampler) mountPoint(abs string) string {
-	data, err := os.ReadFile(filepath.Join(s.cfg.ProcDir, "self", "mountinfo"))
+// mountPoint returns the longest mount point that contains abs, or "/"
+// when it cannot tell.
+func (s *HostSampler) mountPoint(ctx context.Context, abs string) string {
+	parts, err := disk.PartitionsWithContext(s.env(ctx), true)
 	if err != nil {
 		return "/"
 	}
 	best := "/"
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
+	for _, p := range parts {
+		mp := p.Mountpoint
 		if (abs == mp || strings.HasPrefix(abs, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
 			best = mp
 		}
 	}
 	return best
-}
-
-// unescapeMount decodes the octal escapes (\040 for a space) of a mount
-// point in mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // loopback reports whether the interface is a loopback (ARPHRD_LOOPBACK).

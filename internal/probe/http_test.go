@@ -3,8 +3,10 @@ package probe
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
 	"io"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 func newAuth(t *testing.T, c Config) *authProbe {
@@ -151,6 +154,13 @@ func newWSServer(t *testing.T, tlsOn bool) *wsServer {
 	return s
 }
 
+// acceptKey is the Sec-WebSocket-Accept a server must answer key with
+// (RFC 6455, section 4.2.2).
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
 func (s *wsServer) readClose(r *bufio.Reader) {
 	var hdr [6]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil || hdr[0] != 0x88 || hdr[1]&0x80 == 0 || hdr[1]&0x7f != 2 {
@@ -245,16 +255,16 @@ func TestRealtimeUnreachable(t *testing.T) {
 }
 
 // TestExternalCircuitBreaker drives one dependency's breaker through
-// closed, open, half-open and closed again on a fake clock.
+// closed, open, half-open and closed again. The breaker is gobreaker's,
+// on the real clock: a 1 s cooldown, and polls for its end.
 func TestExternalCircuitBreaker(t *testing.T) {
 	srv := newSwitchServer(t, ok)
+	const cooldown = time.Second
 	p := newExternalProbe(testConfig(Config{
 		External:        []Dependency{{Name: "payments", URL: srv.url("/health")}},
-		BreakerCooldown: 30 * time.Second,
+		BreakerCooldown: cooldown,
 	}))
 	t.Cleanup(p.close)
-	now := time.Date(2026, 6, 20, 12, 0, 0, 0, time.UTC)
-	p.now = func() time.Time { return now }
 
 	step := func(what, status, circuit string, failures int, wantCall bool) map[string]any {
 		t.Helper()
@@ -272,6 +282,12 @@ func TestExternalCircuitBreaker(t *testing.T) {
 		}
 		return d
 	}
+	halfOpen := func() {
+		t.Helper()
+		testenv.Eventually(t, 5*cooldown, "the circuit half-open after the cooldown", func() bool {
+			return p.breakers[0].circuit() == circuitHalfOpen
+		})
+	}
 	step("up", event.StatusHealthy, "closed", 0, true)
 	srv.set(status(503))
 	step("first failure", event.StatusCritical, "closed", 1, true)
@@ -280,17 +296,15 @@ func TestExternalCircuitBreaker(t *testing.T) {
 	if d["error"] != "server error" || d["http_status"] != float64(503) {
 		t.Errorf("failure details %v", d)
 	}
-	now = now.Add(10 * time.Second)
 	d = step("open: not called", event.StatusCritical, "open", 3, false)
-	if d["retry_in_s"] != float64(20) {
-		t.Errorf("retry_in_s %v; want 20", d["retry_in_s"])
+	if d["retry_in_s"] != float64(1) || d["error"] != "circuit open" {
+		t.Errorf("open details %v; want circuit open, retry_in_s 1", d)
 	}
-	now = now.Add(21 * time.Second)
+	halfOpen()
 	step("half-open trial fails", event.StatusCritical, "open", 4, true)
-	now = now.Add(10 * time.Second)
 	step("open again: not called", event.StatusCritical, "open", 4, false)
 	srv.set(ok)
-	now = now.Add(21 * time.Second)
+	halfOpen()
 	step("half-open trial succeeds", event.StatusHealthy, "closed", 0, true)
 	srv.set(status(404)) // an answer below 500 shows the service is up
 	step("404", event.StatusHealthy, "closed", 0, true)

@@ -1,20 +1,16 @@
 package probe
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/sha1"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/wedsync/pulse/internal/event"
 )
@@ -24,9 +20,6 @@ const (
 	RealtimeHealthy  = 300 * time.Millisecond
 	RealtimeDegraded = time.Second
 )
-
-// wsGUID is RFC 6455's key suffix of Sec-WebSocket-Accept.
-const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // closeWait bounds how long the probe waits for the server's close frame.
 const closeWait = 500 * time.Millisecond
@@ -93,135 +86,60 @@ func (p *realtimeProbe) run(ctx context.Context) ([]event.HealthResult, []event.
 	return []event.HealthResult{result(ts, "realtime", "", status, d.LatencyMS, d)}, nil
 }
 
-// handshake performs the opening handshake of RFC 6455 section 4 and then
-// the closing one (a masked close frame with status 1000, waiting briefly
-// for the server's). It returns the time to a validated 101 answer, the
-// answer's status, and whether the server answered the close frame.
+// handshake opens a WebSocket with coder/websocket's client, which
+// performs and validates RFC 6455's opening handshake (101, Upgrade,
+// Connection, Sec-WebSocket-Accept), and closes it again with status 1000
+// (normal closure), waiting up to closeWait for the server's close frame.
+// It returns the time to a validated 101 answer (connect, TLS and
+// upgrade), the answer's status, and whether the server answered the
+// close frame.
 func (p *realtimeProbe) handshake(ctx context.Context) (time.Duration, int, bool, error) {
-	host, port := p.u.Hostname(), p.u.Port()
-	if port == "" {
-		port = map[string]string{"ws": "80", "wss": "443"}[p.u.Scheme]
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if p.tls != nil {
+		cfg = p.tls.Clone()
 	}
+	cfg.NextProtos = []string{"http/1.1"} // an HTTP/2 connection cannot be upgraded
+	var conn atomic.Pointer[net.Conn]     // the TCP connection, to cut a close handshake short
+	var dialer net.Dialer
+	tr := &http.Transport{
+		TLSClientConfig:   cfg,
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err == nil {
+				conn.Store(&c)
+			}
+			return c, err
+		},
+	}
+	defer tr.CloseIdleConnections()
 	start := time.Now()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return time.Since(start), 0, false, err
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if p.u.Scheme == "wss" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if p.tls != nil {
-			cfg = p.tls.Clone()
-		}
-		cfg.ServerName = host
-		cfg.NextProtos = []string{"http/1.1"} // an HTTP/2 connection cannot be upgraded
-		tc := tls.Client(conn, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return time.Since(start), 0, false, err
-		}
-		conn = tc
-	}
-
-	var nonce [16]byte
-	rand.Read(nonce[:])
-	key := base64.StdEncoding.EncodeToString(nonce[:])
-	bw := bufio.NewWriter(conn)
-	fmt.Fprintf(bw, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: pulse-probe\r\n\r\n", p.u.RequestURI(), p.u.Host, key)
-	if err := bw.Flush(); err != nil {
-		return time.Since(start), 0, false, err
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
-	if err != nil {
-		return time.Since(start), 0, false, err
-	}
+	ws, resp, err := websocket.Dial(ctx, p.u.String(), &websocket.DialOptions{
+		HTTPClient:      &http.Client{Transport: tr},
+		HTTPHeader:      http.Header{"User-Agent": {"pulse-probe"}},
+		CompressionMode: websocket.CompressionDisabled,
+	})
 	latency := time.Since(start)
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		resp.Body.Close()
+	switch {
+	case err != nil && resp == nil:
+		return latency, 0, false, err
+	case err != nil && resp.StatusCode != http.StatusSwitchingProtocols:
 		return latency, resp.StatusCode, false, errNotUpgraded
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") || !headerHasToken(resp.Header, "Connection", "upgrade") ||
-		resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+	case err != nil:
 		return latency, resp.StatusCode, false, errBadAccept
 	}
-	return latency, resp.StatusCode, closeWebSocket(conn, br), nil
-}
-
-// acceptKey is the Sec-WebSocket-Accept a server must answer key with.
-func acceptKey(key string) string {
-	h := sha1.Sum([]byte(key + wsGUID))
-	return base64.StdEncoding.EncodeToString(h[:])
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+	done := make(chan error, 1)
+	go func() { done <- ws.Close(websocket.StatusNormalClosure, "") }()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case err = <-done:
+		return latency, resp.StatusCode, err == nil, nil
+	case <-t.C:
+		if c := conn.Load(); c != nil {
+			(*c).Close() // Close returns at once: no answer, an abrupt close
 		}
+		<-done
+		return latency, resp.StatusCode, false, nil
 	}
-	return false
-}
-
-// closeWebSocket sends a close frame with status 1000 (normal closure),
-// masked as a client's frames must be, and waits up to closeWait for the
-// server's close frame, skipping the frames it sends before. It reports
-// whether that frame came.
-func closeWebSocket(conn net.Conn, br *bufio.Reader) bool {
-	var mask [4]byte
-	rand.Read(mask[:])
-	payload := []byte{0x03, 0xe8} // 1000
-	frame := []byte{0x88, 0x80 | byte(len(payload)), mask[0], mask[1], mask[2], mask[3]}
-	for i, b := range payload {
-		frame = append(frame, b^mask[i%4])
-	}
-	if _, err := conn.Write(frame); err != nil {
-		return false
-	}
-	conn.SetReadDeadline(time.Now().Add(closeWait))
-	for range 16 {
-		var hdr [2]byte
-		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return false
-		}
-		n := uint64(hdr[1] & 0x7f)
-		switch n {
-		case 126:
-			var ext [2]byte
-			if _, err := io.ReadFull(br, ext[:]); err != nil {
-				return false
-			}
-			n = uint64(ext[0])<<8 | uint64(ext[1])
-		case 127:
-			var ext [8]byte
-			if _, err := io.ReadFull(br, ext[:]); err != nil {
-				return false
-			}
-			n = 0
-			for _, b := range ext {
-				n = n<<8 | uint64(b)
-			}
-		}
-		if hdr[1]&0x80 != 0 {
-			n += 4 // a masked frame from a server is a protocol error; skip it all the same
-		}
-		if n > maxBody {
-			return false
-		}
-		if _, err := br.Discard(int(n)); err != nil {
-			return false
-		}
-		if hdr[0]&0x0f == 0x8 {
-			return true
-		}
-	}
-	return false
 }
