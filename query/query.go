@@ -112,6 +112,10 @@ type Config struct {
 	RetryAfter     time.Duration    // Retry-After of a 503 (default 5s)
 	HealthCacheTTL time.Duration    // how long a health answer is served from the cache (default 30s, the spec)
 	StaleAfter     time.Duration    // a probe result older than this no longer says how a component is (default 5m)
+	// Probes, when not nil, gives the probes' latest results in memory:
+	// while the store is down, health answers from them (see the package
+	// doc) instead of 503.
+	Probes Probes
 	Now            func() time.Time // the clock (default time.Now)
 }
 
@@ -171,6 +175,7 @@ type API struct {
 
 	flight       singleflight.Group // one computation per cache key at a time
 	hits, misses atomic.Uint64
+	last         lastFigures // of the last health answer read from the store
 }
 
 // New returns the API reading store, with cfg's zero fields set to their
@@ -237,6 +242,9 @@ func (a *API) answer(c echo.Context, key string, ttl time.Duration, build func(c
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("encode answer: %w", err)
+		}
+		if t, ok := body.(interface{ transient() bool }); ok && t.transient() {
+			return b, nil // a stop-gap answer: the next one reads again
 		}
 		if a.cache != nil {
 			cctx, ccancel := context.WithTimeout(ctx, cacheTimeout)

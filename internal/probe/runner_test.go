@@ -434,6 +434,8 @@ func TestConfigValidate(t *testing.T) {
 		{"lags", Config{LagDegraded: 10, LagCritical: 5}, "lag"},
 		{"window", Config{MetricsWindow: time.Second}, "metrics window"},
 		{"database host", Config{DatabaseHost: "DB 1"}, "database host"},
+		{"short interval, default timeout", Config{Interval: 2 * time.Second}, ""},
+		{"min requests", Config{MinRequests: -1}, "minimum requests"},
 	} {
 		err := tt.cfg.Validate()
 		if _, nerr := New(tt.cfg, &memPublisher{}, zerolog.Nop()); (nerr == nil) != (err == nil) {
@@ -463,6 +465,13 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if c.External[0].Timeout != time.Minute {
 		t.Errorf("New changed the caller's dependency timeout to %s", c.External[0].Timeout)
+	}
+	// The timeout defaults to the smaller of 5s and the interval.
+	for interval, want := range map[time.Duration]time.Duration{2 * time.Second: 2 * time.Second, time.Minute: 5 * time.Second} {
+		r, err := New(Config{Interval: interval}, &memPublisher{}, zerolog.Nop())
+		if err != nil || r.cfg.Timeout != want || r.cfg.MinRequests != DefaultMinRequests {
+			t.Errorf("interval %s: timeout %s, min requests %d, %v; want %s, %d", interval, r.cfg.Timeout, r.cfg.MinRequests, err, want, DefaultMinRequests)
+		}
 	}
 }
 
