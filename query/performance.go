@@ -93,13 +93,13 @@ type PerformanceResponse struct {
 	Filled              bool             `json:"filled"`           // series hold every bucket (fill=true); otherwise only buckets with requests or samples
 	Series              *[]Point         `json:"series,omitempty"` // by time
 	Summary             *Stats           `json:"summary,omitempty"`
+	SlowestEndpoints    *[]EndpointStats `json:"slowest_endpoints,omitempty"` // top limit (default 10) by P95
+	ResourceUsage       []ResourceSeries `json:"resource_usage,omitempty"`
 	// AvgResponseTime and P95ResponseTime are the summary's avg_ms and
 	// p95_ms under the spec's names, 0 without requests; present with
 	// the summary.
 	AvgResponseTime *float64 `json:"avg_response_time,omitempty"`
 	P95ResponseTime *float64 `json:"p95_response_time,omitempty"`
-	SlowestEndpoints    *[]EndpointStats `json:"slowest_endpoints,omitempty"` // top limit (default 10) by P95
-	ResourceUsage       []ResourceSeries `json:"resource_usage,omitempty"`
 }
 
 // Stats are the request figures of a bucket, a window or an endpoint.

@@ -472,7 +472,9 @@ func (r *Runner) publish(ctx context.Context, subject string, data []byte) {
 	r.stats.Published.Add(1)
 }
 
-// record keeps the results as the latest and logs status changes.
+// record keeps the results as the latest and logs a result only when its
+// status changed, and the first of each component and target (at debug
+// level when it is not configured), never every run.
 func (r *Runner) record(results []event.HealthResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -484,8 +486,11 @@ func (r *Runner) record(results []event.HealthResult) {
 			continue
 		}
 		lvl := zerolog.InfoLevel
-		if h.Status == event.StatusCritical || h.Status == event.StatusDegraded {
+		switch {
+		case h.Status == event.StatusCritical || h.Status == event.StatusDegraded:
 			lvl = zerolog.WarnLevel
+		case !seen && notConfiguredResult(h):
+			lvl = zerolog.DebugLevel // "health probes running" names the probes; an unset one is no news
 		}
 		e := r.log.WithLevel(lvl).Str("probe", h.Component).Str("target", h.Target).Str("status", h.Status).
 			Float64("response_time_ms", h.ResponseTimeMS).RawJSON("details", h.Details)
@@ -494,6 +499,14 @@ func (r *Runner) record(results []event.HealthResult) {
 		}
 		e.Msg("health status")
 	}
+}
+
+// notConfiguredResult reports whether h says its check is not configured.
+func notConfiguredResult(h event.HealthResult) bool {
+	var d struct {
+		Configured *bool `json:"configured"`
+	}
+	return h.Status == event.StatusUnknown && json.Unmarshal(h.Details, &d) == nil && d.Configured != nil && !*d.Configured
 }
 
 // ResourceSubject is the subject of resource samples of host: the host's

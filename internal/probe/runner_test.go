@@ -490,3 +490,35 @@ func TestCause(t *testing.T) {
 		}
 	}
 }
+
+// TestRunnerLogsChanges: results are logged when their status changes and
+// once at start, not every run; an unconfigured check's first result is
+// at debug level only.
+func TestRunnerLogsChanges(t *testing.T) {
+	auth := newSwitchServer(t, ok)
+	var logs logBuffer
+	pub := &memPublisher{}
+	r := startRunner(t, Config{Interval: 200 * time.Millisecond, AuthHealthURL: auth.url("/auth/v1/health")},
+		pub, logs.logger().Level(zerolog.InfoLevel))
+	testenv.Eventually(t, 20*time.Second, "ten rounds", func() bool { return r.Stats().Runs.Load() >= 60 })
+	auth.set(status(http.StatusServiceUnavailable))
+	runs := r.Stats().Runs.Load()
+	testenv.Eventually(t, 20*time.Second, "ten more rounds", func() bool { return r.Stats().Runs.Load() >= runs+60 })
+	r.stop(t)
+	// The published results say when auth's status changed.
+	var changes []string
+	for _, h := range pub.health(t) {
+		if h.Component == "auth" && (len(changes) == 0 || changes[len(changes)-1] != h.Status) {
+			changes = append(changes, h.Status)
+		}
+	}
+	lines := logs.Lines("health status")
+	if len(changes) < 2 || changes[len(changes)-1] != event.StatusCritical || len(lines) != len(changes) {
+		t.Fatalf("auth went through %v; got %d status lines, want one per change:\n%s", changes, len(lines), strings.Join(lines, "\n"))
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, `"probe":"auth"`) || !strings.Contains(l, `"status":"`+changes[i]+`"`) {
+			t.Errorf("line %d: %s; want auth's change to %s (unconfigured probes log at debug only)", i, l, changes[i])
+		}
+	}
+}
