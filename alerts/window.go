@@ -26,6 +26,11 @@ type EvaluatorConfig struct {
 	Lease        time.Duration // leadership lease (default 10s): a dead leader is replaced within 1.2x this
 	Timeout      time.Duration // bound of one NATS operation (default 5s)
 	Instance     string        // this replica's name in the lease (default host name and a random suffix)
+	// MinRequests is the minimum sample of error_rate rules that set no
+	// min_requests of their own (default 20, --health-min-requests): a
+	// window of fewer requests is no data, so that one failed request
+	// among three cannot fire an alert.
+	MinRequests uint64
 	// Now is the evaluation clock (default time.Now): windows end at Now,
 	// and for durations are measured on it. The lease always uses the
 	// real monotonic clock.
@@ -51,10 +56,16 @@ func (c *EvaluatorConfig) defaults() {
 	if c.Instance == "" {
 		c.Instance = defaultInstance()
 	}
+	if c.MinRequests == 0 {
+		c.MinRequests = DefaultMinRequests
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 }
+
+// DefaultMinRequests is the default of EvaluatorConfig.MinRequests.
+const DefaultMinRequests = 20
 
 // Validate checks c; zero fields are valid (they take defaults).
 func (c EvaluatorConfig) Validate() error {
@@ -127,7 +138,7 @@ func NewEvaluator(cfg EvaluatorConfig, set *rules.Set, js jetstream.JetStream, s
 	}
 	cfg.defaults()
 	cfg.Stream.defaults()
-	e := &Evaluator{cfg: cfg, rules: set.Evaluated(), js: js, store: store,
+	e := &Evaluator{cfg: cfg, rules: withMinSample(set.Evaluated(), cfg.MinRequests), js: js, store: store,
 		log: log.With().Str("component", "alerts.evaluator").Logger()}
 	e.status.Instance = cfg.Instance
 	severities := map[string]string{}
@@ -147,6 +158,17 @@ func NewEvaluator(cfg EvaluatorConfig, set *rules.Set, js jetstream.JetStream, s
 		return nil, fmt.Errorf("window alerts: %w", err)
 	}
 	return e, nil
+}
+
+// withMinSample gives the error_rate rules of rs that set no min_requests
+// (or 0) the minimum sample n; it changes rs in place and returns it.
+func withMinSample(rs []rules.Window, n uint64) []rules.Window {
+	for i := range rs {
+		if rs[i].Metric == rules.MetricErrorRate && rs[i].MinRequests == 0 {
+			rs[i].MinRequests = n
+		}
+	}
+	return rs
 }
 
 // Status returns the evaluator's health.

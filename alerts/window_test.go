@@ -2,6 +2,7 @@ package alerts_test
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -447,4 +448,56 @@ func fmtPtr(v *float64) string {
 		return "null"
 	}
 	return strconv.FormatFloat(*v, 'g', -1, 64)
+}
+
+// TestErrorRateMinSample: an error_rate rule without min_requests takes
+// the evaluator's minimum sample (20 by default): the README's three demo
+// events, one a 502, fire nothing, while a real spike over the sample does;
+// a smaller configured sample rates the three.
+func TestErrorRateMinSample(t *testing.T) {
+	store := testenv.ClickHouse(t)
+	n := newNATS(t)
+	c := collect(t, n.nc)
+	now := base().Add(10 * time.Minute)
+	var reqs []event.Request
+	for i, st := range []int{200, 201, 502} { // the README's demo events
+		reqs = append(reqs, req(now.Add(-time.Duration(i+1)*time.Second), "demo", "/api/payments", st, 5400))
+	}
+	for i := range 25 { // 2 of 25 (8%) are 5xx
+		st := 200
+		if i < 2 {
+			st = 503
+		}
+		reqs = append(reqs, req(now.Add(-time.Duration(i+1)*time.Second), "busy", "/api/forms", st, 40))
+	}
+	insertRequests(t, store, reqs)
+	const yaml = `
+window:
+  - {name: errors, metric: error_rate, group_by: [service], window: 1m, threshold: 0.01}
+`
+	fired := func(cfg alerts.EvaluatorConfig, want int) []string {
+		t.Helper()
+		cfg.Now, cfg.QueryTimeout = newClock(now).Now, 20*time.Second
+		evaluate(t, newEvaluator(t, cfg, mustParse(t, yaml), n.js, store, nop))
+		// Transitions are published after Evaluate returns.
+		testenv.Eventually(t, 10*time.Second, "the alerts", func() bool {
+			c.settle(n.nc)
+			return len(c.all()) >= want
+		})
+		var services []string
+		for _, r := range c.all() {
+			services = append(services, r.alert.Labels["service"])
+		}
+		slices.Sort(services)
+		return services
+	}
+	if got := fired(alerts.EvaluatorConfig{}, 1); !slices.Equal(got, []string{"busy"}) {
+		t.Errorf("default minimum sample: alerts for %v; want busy only (demo has 3 requests < 20)", got)
+	}
+	// A fresh NATS (fresh alert state) for an evaluator whose sample is 3.
+	n = newNATS(t)
+	c = collect(t, n.nc)
+	if got := fired(alerts.EvaluatorConfig{MinRequests: 3}, 2); !slices.Equal(got, []string{"busy", "demo"}) {
+		t.Errorf("minimum sample 3: alerts for %v; want busy and demo", got)
+	}
 }

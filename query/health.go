@@ -1,11 +1,14 @@
 package query
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -25,6 +28,8 @@ const CurrentWindow = 5 * time.Minute
 
 // HealthResponse is the /system/health answer. overall_status, components
 // and uptime cover the components answered: all, or the one asked for.
+// The spec's fields (overall_status, components, performance_metrics,
+// last_updated, uptime) are there with Pulse's beside them.
 type HealthResponse struct {
 	OverallStatus       string             `json:"overall_status"`
 	Components          []ComponentHealth  `json:"components"`
@@ -33,16 +38,38 @@ type HealthResponse struct {
 	UptimeDefinition    string             `json:"uptime_definition"`
 	ErrorRateDefinition string             `json:"error_rate_definition"`
 	LastUpdated         time.Time          `json:"last_updated"`
+	Timeframe           string             `json:"timeframe"` // as asked (the spec's query schema); status is current and uptime covers 24h, 7d and 30d whatever it is
+	// Source is where the components' status comes from: "store" (the
+	// stored probe results) or "probes" (the probes' latest results in
+	// memory, while the store is down).
+	Source string     `json:"source"`
+	Store  StoreState `json:"store"`
+	// Stale names the sections that are not current and why: while the
+	// store is down, performance_metrics and uptime are the last figures
+	// read (or empty), as of the time given.
+	Stale map[string]string `json:"stale,omitempty"`
+
+	fromProbes bool // not cached: the next answer should read the store again
+}
+
+// StoreState says whether the metrics store answered this health query.
+type StoreState struct {
+	Status string `json:"status"`           // up or down
+	Reason string `json:"reason,omitempty"` // why down, without internals
 }
 
 // ComponentHealth is the latest probe result of a component. A component
-// with several targets (external: one per dependency) lists them, and its
-// status is the worst of theirs.
+// with several targets (external_services: one per dependency) lists
+// them, and its status is the worst of theirs. Error and LastError are the
+// spec's: present when the latest result is a failure (its probe reported
+// an error, or the status is critical), sanitised like every detail.
 type ComponentHealth struct {
-	Name           string         `json:"name"`
+	Name           string         `json:"name"`       // the spec's names (database, auth, realtime, api, external_services) and pipeline
 	Status         string         `json:"status"`     // healthy, degraded, critical or unknown
 	Configured     bool           `json:"configured"` // false: unknown and left out of overall_status
 	Reason         string         `json:"reason,omitempty"`
+	Error          string         `json:"error,omitempty"`      // the failure, short: "check failed: unreachable", "1 of 2 targets critical: email"
+	LastError      string         `json:"last_error,omitempty"` // the failure with its cause: "unreachable: connection refused"
 	ResponseTimeMS *float64       `json:"response_time_ms"`
 	LastChecked    *time.Time     `json:"last_checked"`
 	Details        map[string]any `json:"details,omitempty"` // detailed=true only
@@ -55,16 +82,20 @@ type TargetHealth struct {
 	Status         string         `json:"status"`
 	Configured     bool           `json:"configured"`
 	Reason         string         `json:"reason,omitempty"`
+	Error          string         `json:"error,omitempty"`
+	LastError      string         `json:"last_error,omitempty"`
 	ResponseTimeMS *float64       `json:"response_time_ms"`
 	LastChecked    time.Time      `json:"last_checked"`
 	Details        map[string]any `json:"details,omitempty"` // detailed=true only
 }
 
 // CurrentPerformance describes the fleet's requests over the last
-// CurrentWindow, from the rollups. Figures of no requests are null.
+// CurrentWindow, from the rollups. Figures of no requests are null, but
+// for the spec's avg_response_time, which is 0 then.
 type CurrentPerformance struct {
 	WindowSeconds     int      `json:"window_seconds"`
 	RequestCount      uint64   `json:"request_count"`
+	AvgResponseTime   float64  `json:"avg_response_time"` // the spec's name: avg_response_time_ms, or 0 without requests
 	AvgResponseTimeMS *float64 `json:"avg_response_time_ms"`
 	P95ResponseTimeMS *float64 `json:"p95_response_time_ms"` // from the latency histogram, within 0.75%
 	ErrorRate         *float64 `json:"error_rate"`           // 5xx share
@@ -88,18 +119,54 @@ type UptimeWindow struct {
 // UptimeDefinition is what uptime means in every health answer.
 const UptimeDefinition = "share of probe runs that were healthy or degraded, among runs with a known status (unknown runs excluded)"
 
+// ExternalServices is the spec's name of the component the probes call
+// external: answers name it so, and component= takes either.
+const ExternalServices = "external_services"
+
+// answerName is the name an answer gives the stored component c.
+func answerName(c string) string {
+	if c == "external" {
+		return ExternalServices
+	}
+	return c
+}
+
+// Probes gives the probes' latest results in memory (*probe.Runner).
+type Probes interface {
+	Latest() []event.HealthResult
+}
+
+// storeDown is the reason an answer gives while the store does not answer.
+const storeDown = "the metrics store is unavailable"
+
+// healthQuery is a normalised health query.
+type healthQuery struct {
+	component string // stored name; "" for all
+	timeframe string
+	detailed  bool
+}
+
 func (a *API) health(c echo.Context) error {
-	p := newParams(c.Request().URL.RawQuery, "component", "detailed")
-	component := p.Enum("component", "", event.Components...)
-	detailed := p.Bool("detailed", false)
+	p := newParams(c.Request().URL.RawQuery, "component", "detailed", "timeframe")
+	q := healthQuery{
+		component: p.Enum("component", "", append(slices.Clone(event.Components), ExternalServices)...),
+		timeframe: p.Enum("timeframe", "1h", "1h", "24h", "7d", "30d"),
+		detailed:  p.Bool("detailed", false),
+	}
 	if err := p.Err(); err != nil {
 		return err
 	}
-	key := a.cacheKey("health", "component="+component, "detailed="+strconv.FormatBool(detailed))
+	if q.component == ExternalServices {
+		q.component = "external"
+	}
+	key := a.cacheKey("health", "component="+q.component, "detailed="+strconv.FormatBool(q.detailed), "timeframe="+q.timeframe)
 	return a.answer(c, key, a.cfg.HealthCacheTTL, func(ctx context.Context) (any, error) {
-		return a.buildHealth(ctx, component, detailed)
+		return a.buildHealth(ctx, q)
 	})
 }
+
+// transient reports whether the answer must not be cached.
+func (r *HealthResponse) transient() bool { return r.fromProbes }
 
 // probeResult is a stored probe run.
 type probeResult struct {
@@ -108,16 +175,77 @@ type probeResult struct {
 	ts                                 time.Time
 }
 
-func (a *API) buildHealth(ctx context.Context, component string, detailed bool) (*HealthResponse, error) {
-	now := a.cfg.Now().UTC()
-	names := event.Components // the spec's five and Pulse's own pipeline, in order
-	filter := ""
-	if component != "" {
-		names = []string{component}
-		filter = " AND component = " + chstore.Quote(component)
+// lastFigures are the store's figures of the last health answer that
+// read them, served (marked stale) while the store is down.
+type lastFigures struct {
+	mu     sync.Mutex
+	at     time.Time // when they were read; zero: never
+	perf   CurrentPerformance
+	uptime map[string]Uptime // by answered name
+}
+
+// buildHealth answers from the store or, when it fails and the probes'
+// latest results are at hand, from those.
+func (a *API) buildHealth(ctx context.Context, q healthQuery) (*HealthResponse, error) {
+	resp, err := a.healthFromStore(ctx, q)
+	if err == nil {
+		a.last.mu.Lock()
+		a.last.at, a.last.perf = resp.LastUpdated, resp.PerformanceMetrics
+		if a.last.uptime == nil {
+			a.last.uptime = map[string]Uptime{}
+		}
+		maps.Copy(a.last.uptime, resp.Uptime)
+		a.last.mu.Unlock()
+		return resp, nil
 	}
-	resp := &HealthResponse{Uptime: map[string]Uptime{}, UptimeDefinition: UptimeDefinition,
-		ErrorRateDefinition: ErrorRateDefinition, LastUpdated: now}
+	if a.cfg.Probes == nil {
+		return nil, err
+	}
+	return a.healthFromProbes(q), nil
+}
+
+func (a *API) newHealth(now time.Time, q healthQuery) *HealthResponse {
+	return &HealthResponse{Uptime: map[string]Uptime{}, UptimeDefinition: UptimeDefinition,
+		ErrorRateDefinition: ErrorRateDefinition, LastUpdated: now, Timeframe: q.timeframe,
+		Source: "store", Store: StoreState{Status: "up"}}
+}
+
+// healthFromProbes answers from the probes' latest results in memory,
+// with the last figures read from the store, marked stale.
+func (a *API) healthFromProbes(q healthQuery) *HealthResponse {
+	now := a.cfg.Now().UTC()
+	resp := a.newHealth(now, q)
+	resp.fromProbes, resp.Source = true, "probes"
+	resp.Store = StoreState{Status: "down", Reason: storeDown + ": components are the probes' latest results in memory"}
+	var latest []probeResult
+	for _, h := range a.cfg.Probes.Latest() {
+		if q.component == "" || h.Component == q.component {
+			latest = append(latest, probeResult{component: h.Component, target: h.Target, status: h.Status,
+				details: string(h.Details), responseTimeMS: h.ResponseTimeMS, ts: h.Timestamp})
+		}
+	}
+	a.last.mu.Lock()
+	at, perf, uptime := a.last.at, a.last.perf, maps.Clone(a.last.uptime)
+	a.last.mu.Unlock()
+	why := storeDown + ": no figures read since start"
+	if !at.IsZero() {
+		why = storeDown + ": figures as of " + at.Format(time.RFC3339)
+	} else {
+		perf = CurrentPerformance{WindowSeconds: int(CurrentWindow / time.Second)}
+	}
+	resp.PerformanceMetrics = perf
+	resp.Stale = map[string]string{"performance_metrics": why, "uptime": why}
+	a.assemble(resp, q, latest, func(name string) Uptime { return uptime[answerName(name)] })
+	return resp
+}
+
+func (a *API) healthFromStore(ctx context.Context, q healthQuery) (*HealthResponse, error) {
+	now := a.cfg.Now().UTC()
+	filter := ""
+	if q.component != "" {
+		filter = " AND component = " + chstore.Quote(q.component)
+	}
+	resp := a.newHealth(now, q)
 	var latest []probeResult
 	uptime := map[string]*[6]uint64{}
 	g, gctx := errgroup.WithContext(ctx)
@@ -165,6 +293,9 @@ func (a *API) buildHealth(ctx context.Context, component string, detailed bool) 
 		if n > 0 && len(bins) == 3 {
 			// A bin's middle may lie above the largest request it holds.
 			pm.AvgResponseTimeMS, pm.P95ResponseTimeMS, pm.ErrorRate = num(sum/float64(n)), num(min(schema.LatencyMS(bins[1]), mx)), ratio(e5, n)
+			if pm.AvgResponseTimeMS != nil {
+				pm.AvgResponseTime = *pm.AvgResponseTimeMS
+			}
 		}
 		resp.PerformanceMetrics = pm
 		return nil
@@ -172,26 +303,37 @@ func (a *API) buildHealth(ctx context.Context, component string, detailed bool) 
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	a.assemble(resp, q, latest, func(name string) Uptime {
+		if n := uptime[name]; n != nil {
+			return Uptime{window(n[0], n[1]), window(n[2], n[3]), window(n[4], n[5])}
+		}
+		return Uptime{}
+	})
+	return resp, nil
+}
 
+// assemble fills resp's components, overall status and uptime from the
+// latest result of each component and target, and uptime of each stored
+// component name.
+func (a *API) assemble(resp *HealthResponse, q healthQuery, latest []probeResult, uptime func(stored string) Uptime) {
+	names := event.Components // the spec's five and Pulse's own pipeline, in order
+	if q.component != "" {
+		names = []string{q.component}
+	}
 	byComponent := map[string][]probeResult{}
 	for _, r := range latest {
 		byComponent[r.component] = append(byComponent[r.component], r)
 	}
 	overall := -1 // rank of the worst configured component; -1: none configured
 	for _, name := range names {
-		ch := a.component(name, byComponent[name], now, detailed)
+		ch := a.component(answerName(name), byComponent[name], resp.LastUpdated, q.detailed)
 		resp.Components = append(resp.Components, ch)
 		if ch.Configured {
 			overall = max(overall, rank(ch.Status))
 		}
-		u := Uptime{}
-		if n := uptime[name]; n != nil {
-			u = Uptime{window(n[0], n[1]), window(n[2], n[3]), window(n[4], n[5])}
-		}
-		resp.Uptime[name] = u
+		resp.Uptime[answerName(name)] = uptime(name)
 	}
 	resp.OverallStatus = []string{event.StatusUnknown, event.StatusHealthy, event.StatusDegraded, event.StatusCritical}[overall+1]
-	return resp, nil
 }
 
 func window(up, checks uint64) UptimeWindow {
@@ -248,6 +390,13 @@ func (a *API) target(r probeResult, now time.Time, detailed bool) TargetHealth {
 			}
 		}
 	}
+	// The spec's error and last_error: the failure, short and with its cause.
+	if s, ok := details["error"].(string); ok && s != "" {
+		t.Error, t.LastError = "check failed: "+s, s
+		if c, ok := details["cause"].(string); ok && c != "" {
+			t.LastError += ": " + c
+		}
+	}
 	switch {
 	case !t.Configured:
 		if t.Reason == "" {
@@ -256,8 +405,13 @@ func (a *API) target(r probeResult, now time.Time, detailed bool) TargetHealth {
 	case now.Sub(r.ts) > a.cfg.StaleAfter:
 		t.Status = event.StatusUnknown
 		t.Reason = "no probe result since " + r.ts.UTC().Format(time.RFC3339)
+		t.Error, t.LastError = "", "" // not a current failure
 	default:
 		t.ResponseTimeMS = num(r.responseTimeMS)
+		if t.Status == event.StatusCritical && t.Error == "" {
+			t.Error = cmp.Or(t.Reason, "critical")
+			t.LastError = t.Error
+		}
 	}
 	if detailed {
 		t.Details = details
@@ -296,6 +450,7 @@ func (a *API) component(name string, results []probeResult, now time.Time, detai
 	if !multi {
 		t := targets[0]
 		ch.Status, ch.Configured, ch.Reason, ch.ResponseTimeMS, ch.Details = t.Status, t.Configured, t.Reason, t.ResponseTimeMS, t.Details
+		ch.Error, ch.LastError = t.Error, t.LastError
 		return ch
 	}
 	ch.Targets = targets
@@ -325,6 +480,13 @@ func (a *API) component(name string, results []probeResult, now time.Time, detai
 		}
 		sort.Strings(which)
 		ch.Reason = strconv.Itoa(len(which)) + " of " + strconv.Itoa(countConfigured(targets)) + " targets " + ch.Status + ": " + strings.Join(slices.Compact(which), ", ")
+	}
+	// The spec's error: the worst failing target's, named.
+	for _, t := range targets {
+		if t.Configured && t.Error != "" && t.Status == ch.Status {
+			ch.Error, ch.LastError = ch.Reason, t.Name+": "+t.LastError
+			break
+		}
 	}
 	return ch
 }

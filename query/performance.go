@@ -95,6 +95,11 @@ type PerformanceResponse struct {
 	Summary             *Stats           `json:"summary,omitempty"`
 	SlowestEndpoints    *[]EndpointStats `json:"slowest_endpoints,omitempty"` // top limit (default 10) by P95
 	ResourceUsage       []ResourceSeries `json:"resource_usage,omitempty"`
+	// AvgResponseTime and P95ResponseTime are the summary's avg_ms and
+	// p95_ms under the spec's names, 0 without requests; present with
+	// the summary.
+	AvgResponseTime *float64 `json:"avg_response_time,omitempty"`
+	P95ResponseTime *float64 `json:"p95_response_time,omitempty"`
 }
 
 // Stats are the request figures of a bucket, a window or an endpoint.
@@ -292,6 +297,11 @@ func (a *API) buildPerformance(ctx context.Context, q perfQuery) (*PerformanceRe
 			err := a.each(gctx, "performance summary", sql, r.dest(), func() {})
 			summary := r.stats(q.tf.span.Seconds())
 			resp.Summary = &summary
+			avg, p95 := 0.0, 0.0
+			if summary.AvgMS != nil && summary.P95MS != nil {
+				avg, p95 = *summary.AvgMS, *summary.P95MS
+			}
+			resp.AvgResponseTime, resp.P95ResponseTime = &avg, &p95
 			return err
 		})
 		g.Go(func() error {

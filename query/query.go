@@ -54,6 +54,20 @@
 //     configured targets (critical, degraded, unknown, healthy) and lists
 //     them; a target that stopped reporting while others still do is left
 //     out, as removed from the probe's configuration.
+//   - Components carry the spec's names: the probes' external component is
+//     answered as external_services (component= takes external, the spec's
+//     query schema's value, or external_services). A failed component (its
+//     probe reported an error, or its status is critical) carries the
+//     spec's error and last_error, built from the sanitised details.
+//     performance_metrics carries the spec's avg_response_time (0 without
+//     requests) beside Pulse's nullable figures; timeframe is accepted and
+//     echoed (status is current, uptime covers 24h, 7d and 30d).
+//   - Monitoring does not go dark with the store: when a health query
+//     fails on ClickHouse and Config.Probes is set, the answer is 200 from
+//     the probes' latest results in memory (source "probes", store.status
+//     "down"), with performance_metrics and uptime of the last answer read
+//     from the store, named in stale with their time; such an answer is not
+//     cached. Every other route answers 503 with Retry-After.
 //   - Details written by the probes are shown only with detailed=true, after
 //     dropping keys that name credentials or addresses and scrubbing URLs,
 //     IP addresses and host:port pairs from strings.
@@ -64,7 +78,7 @@
 // answer says X-Cache: hit or miss when there is a cache.
 //
 // Every query runs under Config.QueryTimeout. When ClickHouse fails or times
-// out the answer is 503 with Retry-After; bad input, unknown parameters
+// out the answer is 503 with Retry-After (health: see above); bad input, unknown parameters
 // included, is 400 with field errors.
 package query
 
@@ -113,6 +127,10 @@ type Config struct {
 	HealthCacheTTL time.Duration    // how long a health answer is served from the cache (default 30s, the spec)
 	StaleAfter     time.Duration    // a probe result older than this no longer says how a component is (default 5m)
 	Now            func() time.Time // the clock (default time.Now)
+	// Probes, when not nil, gives the probes' latest results in memory:
+	// while the store is down, health answers from them (see the package
+	// doc) instead of 503.
+	Probes Probes
 }
 
 func (c *Config) defaults() {
@@ -171,6 +189,7 @@ type API struct {
 
 	flight       singleflight.Group // one computation per cache key at a time
 	hits, misses atomic.Uint64
+	last         lastFigures // of the last health answer read from the store
 }
 
 // New returns the API reading store, with cfg's zero fields set to their
@@ -237,6 +256,9 @@ func (a *API) answer(c echo.Context, key string, ttl time.Duration, build func(c
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("encode answer: %w", err)
+		}
+		if t, ok := body.(interface{ transient() bool }); ok && t.transient() {
+			return b, nil // a stop-gap answer: the next one reads again
 		}
 		if a.cache != nil {
 			cctx, ccancel := context.WithTimeout(ctx, cacheTimeout)

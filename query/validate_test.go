@@ -65,11 +65,12 @@ func TestBadInput(t *testing.T) {
 		{"/api/admin/system/resources?alert_threshold=0.1&alert_threshold=0.2", []string{"alert_threshold"}},
 		{"/api/admin/system/resources?host=app-1", []string{"host"}},
 		{"/api/admin/system/health?component=cache", []string{"component"}},
-		{"/api/admin/system/health?component=external_services", []string{"component"}},
+		{"/api/admin/system/health?component=external_service", []string{"component"}},
 		{"/api/admin/system/health?detailed=yes", []string{"detailed"}},
 		{"/api/admin/system/health?detailed=1", []string{"detailed"}},
 		{"/api/admin/system/health?detailed=", []string{"detailed"}},
-		{"/api/admin/system/health?timeframe=1h", []string{"timeframe"}},
+		{"/api/admin/system/health?timeframe=2h", []string{"timeframe"}},
+		{"/api/admin/system/health?timeframe=", []string{"timeframe"}},
 		{"/api/admin/system/health?component=db&detailed=TRUE", []string{"component", "detailed"}},
 	}
 	for _, tt := range tests {

@@ -186,6 +186,7 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.StringVar(&f.probe.RealtimeURL, "realtime-url", "", "realtime WebSocket URL, e.g. wss://<project>.supabase.co/realtime/v1/websocket?apikey=...&vsn=1.0.0")
 	fs.StringVar(&f.external, "external", "", "external dependencies to probe, comma-separated name=url (payments, email, SMS)")
 	fs.DurationVar(&f.probe.Interval, "probe-interval", 15*time.Second, "interval of the health probes")
+	fs.IntVar(&f.probe.MinRequests, "health-min-requests", probe.DefaultMinRequests, "requests a window needs before its error rate and latency rate the api component, and before an error_rate alert rule without min_requests can fire")
 	fs.StringVar(&f.rulesFile, "rules", "", "alert rules file (YAML); empty uses the built-in rules")
 	fs.DurationVar(&f.alertInterval, "alert-interval", 15*time.Second, "interval of the window alert rules")
 	fs.StringVar(&f.alertmanagerURL, "alertmanager-url", "", "Alertmanager base URLs that receive alerts (v2 API), comma-separated; several for an HA pair")
@@ -471,7 +472,8 @@ func (s *process) run(ctx context.Context) error {
 		g.Go(func() error { return job.Run(ctx) })
 	}
 	if s.roles["alerts"] {
-		ev, err := alerts.NewEvaluator(alerts.EvaluatorConfig{Stream: s.alertStreams(), Interval: s.flags.alertInterval, Registerer: s.metrics.Registerer()},
+		ev, err := alerts.NewEvaluator(alerts.EvaluatorConfig{Stream: s.alertStreams(), Interval: s.flags.alertInterval, Registerer: s.metrics.Registerer(),
+			MinRequests: uint64(max(s.flags.probe.MinRequests, 0))},
 			s.rules, s.js, s.store, s.log)
 		if err != nil {
 			return err
@@ -617,7 +619,11 @@ func (s *process) router(agg *aggregator.Aggregator) (*echo.Echo, error) {
 	}
 	r.Handle(http.MethodGet, "/metrics", auth.ScopeAdmin, echo.WrapHandler(s.metrics.Handler()))
 	if s.roles["query"] {
-		api, err := query.New(query.Config{}, s.store, s.responseCache(), s.log)
+		qc := query.Config{}
+		if s.runner != nil {
+			qc.Probes = s.runner // health answers from the probes while ClickHouse is down
+		}
+		api, err := query.New(qc, s.store, s.responseCache(), s.log)
 		if err != nil {
 			return nil, err
 		}

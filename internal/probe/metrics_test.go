@@ -74,7 +74,7 @@ func TestAPIProbe(t *testing.T) {
 		reqs(at(5), "web", "/api/a", 90, 200, 100), reqs(at(5), "web", "/api/b", 10, 200, 4000))
 	add("10% errors", want{event.StatusCritical, 100, 100, 0.1, 100},
 		reqs(at(6), "web", "/api/a", 90, 200, 100), reqs(at(6), "web", "/api/a", 10, 500, 100))
-	add("no traffic", want{event.StatusUnknown, 0, 0, 0, 0})
+	add("no traffic", want{event.StatusHealthy, 0, 0, 0, 0}) // no traffic is not a fault
 
 	for name, store := range testenv.Backends(t) {
 		t.Run(name, func(t *testing.T) {
@@ -98,7 +98,7 @@ func TestAPIProbe(t *testing.T) {
 				if wantRPS := float64(c.want.n) / 300; math.Abs(rps-wantRPS) > 1e-12 {
 					t.Errorf("%s: rps %v; want %v", c.name, rps, wantRPS)
 				}
-				h, d := one(t, &apiProbe{metrics: m, window: 5 * time.Minute}, 10*time.Second)
+				h, d := one(t, &apiProbe{metrics: m, window: 5 * time.Minute, minRequests: DefaultMinRequests}, 10*time.Second)
 				wantStatus(t, c.name, h, c.want.status)
 				if c.want.n == 0 {
 					if d["reason"] != "no traffic" {
@@ -112,6 +112,29 @@ func TestAPIProbe(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAPIProbeMinSample: a window of fewer than the minimum sample is not
+// rated (the README's three demo events, one a slow 502, are healthy),
+// while a real error spike over the sample still is.
+func TestAPIProbeMinSample(t *testing.T) {
+	store := testenv.ClickHouse(t)
+	base := time.Now().UTC().Truncate(time.Hour).Add(-24 * time.Hour)
+	demo := append(append(reqs(base, "web", "/api/clients/1", 1, 200, 42), reqs(base, "web", "/api/forms", 1, 201, 130.5)...),
+		reqs(base, "api", "/api/payments", 1, 502, 5400)...)
+	spike := append(reqs(base.Add(time.Hour), "web", "/api/a", 19, 200, 40), reqs(base.Add(time.Hour), "web", "/api/a", 1, 502, 40)...)
+	insert(t, store, demo, spike)
+	f := func(name string, end time.Time, minRequests uint64, wantSt, wantReason string) {
+		t.Helper()
+		h, d := one(t, &apiProbe{metrics: fixed(store, end), window: 5 * time.Minute, minRequests: minRequests}, 10*time.Second)
+		wantStatus(t, name, h, wantSt)
+		if r, _ := d["reason"].(string); r != wantReason || d["min_requests"] != float64(minRequests) {
+			t.Errorf("%s: reason %q, min_requests %v; want %q, %d", name, r, d["min_requests"], wantReason, minRequests)
+		}
+	}
+	f("demo events", base.Add(time.Minute), DefaultMinRequests, event.StatusHealthy, "too few requests to rate")
+	f("demo events, sample 3", base.Add(time.Minute), 3, event.StatusCritical, "")
+	f("5% errors over 20 requests", base.Add(time.Hour+time.Minute), DefaultMinRequests, event.StatusDegraded, "")
 }
 
 // TestAPIProbeMetricsDown: a metrics source that cannot answer makes api

@@ -39,9 +39,11 @@
 //   - api: the fleet's requests over Config.MetricsWindow. Critical when
 //     P95 > 3 s or the 5xx share > 5%; degraded when the average reaches
 //     500 ms, P95 reaches 1 s or the 5xx share reaches 1% (the spec's SLOs:
-//     average < 500 ms, P95 < 1 s, success > 99%); else healthy. No requests
-//     in the window: unknown with reason "no traffic". response_time_ms is
-//     the P95.
+//     average < 500 ms, P95 < 1 s, success > 99%); else healthy. Only a
+//     window of at least Config.MinRequests requests is rated: no requests
+//     is healthy with reason "no traffic" (no traffic is not a fault), and
+//     fewer than MinRequests healthy with reason "too few requests to rate".
+//     response_time_ms is the P95.
 //   - external: one result per dependency (target = its name), each call
 //     behind a circuit breaker. A call succeeds when the dependency answers
 //     with a status below 500 (a 4xx is an answer: a health URL that wants
@@ -122,7 +124,7 @@ func ParseDependencies(list []string) ([]Dependency, error) {
 // not configured.
 type Config struct {
 	Interval       time.Duration // between runs of each probe; default 15s; the first run is at start
-	Timeout        time.Duration // bound of one run of one probe; default 5s, at most Interval
+	Timeout        time.Duration // bound of one run of one probe; default the smaller of 5s and Interval; at most Interval
 	PublishTimeout time.Duration // bound of one publish; default 5s
 
 	DatabaseURL              string        // the app's Postgres, URL or key=value DSN; "" = not configured
@@ -140,6 +142,7 @@ type Config struct {
 	BreakerCooldown time.Duration // how long an open circuit stays open; default 30s
 
 	MetricsWindow time.Duration // window of the api and auth figures; default 5m
+	MinRequests   int           // requests the api window needs before its latency and error rate are rated; default DefaultMinRequests (20)
 
 	IngestStream   string // default PULSE_INGEST
 	IngestConsumer string // the aggregator's durable consumer; default "aggregator"
@@ -165,7 +168,7 @@ func (c *Config) defaults() {
 		}
 	}
 	setDur(&c.Interval, 15*time.Second)
-	setDur(&c.Timeout, 5*time.Second)
+	setDur(&c.Timeout, min(5*time.Second, c.Interval))
 	setDur(&c.PublishTimeout, 5*time.Second)
 	setDur(&c.DatabaseStatementTimeout, 3*time.Second)
 	setDur(&c.SlowQueryThreshold, time.Second)
@@ -176,6 +179,9 @@ func (c *Config) defaults() {
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 3
+	}
+	if c.MinRequests == 0 {
+		c.MinRequests = DefaultMinRequests
 	}
 	if c.IngestStream == "" {
 		c.IngestStream = "PULSE_INGEST"
@@ -248,6 +254,9 @@ func (c Config) validate() error {
 	}
 	if c.BreakerFailures < 1 || c.BreakerCooldown <= 0 {
 		bad("circuit breaker failures and cooldown must be positive")
+	}
+	if c.MinRequests < 1 {
+		bad("minimum requests must be at least 1")
 	}
 	if c.MetricsWindow < time.Minute {
 		bad("metrics window must be at least a minute")
@@ -463,7 +472,9 @@ func (r *Runner) publish(ctx context.Context, subject string, data []byte) {
 	r.stats.Published.Add(1)
 }
 
-// record keeps the results as the latest and logs status changes.
+// record keeps the results as the latest and logs a result only when its
+// status changed, and the first of each component and target (at debug
+// level when it is not configured), never every run.
 func (r *Runner) record(results []event.HealthResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -475,8 +486,11 @@ func (r *Runner) record(results []event.HealthResult) {
 			continue
 		}
 		lvl := zerolog.InfoLevel
-		if h.Status == event.StatusCritical || h.Status == event.StatusDegraded {
+		switch {
+		case h.Status == event.StatusCritical || h.Status == event.StatusDegraded:
 			lvl = zerolog.WarnLevel
+		case !seen && notConfiguredResult(h):
+			lvl = zerolog.DebugLevel // "health probes running" names the probes; an unset one is no news
 		}
 		e := r.log.WithLevel(lvl).Str("probe", h.Component).Str("target", h.Target).Str("status", h.Status).
 			Float64("response_time_ms", h.ResponseTimeMS).RawJSON("details", h.Details)
@@ -485,6 +499,14 @@ func (r *Runner) record(results []event.HealthResult) {
 		}
 		e.Msg("health status")
 	}
+}
+
+// notConfiguredResult reports whether h says its check is not configured.
+func notConfiguredResult(h event.HealthResult) bool {
+	var d struct {
+		Configured *bool `json:"configured"`
+	}
+	return h.Status == event.StatusUnknown && json.Unmarshal(h.Details, &d) == nil && d.Configured != nil && !*d.Configured
 }
 
 // ResourceSubject is the subject of resource samples of host: the host's

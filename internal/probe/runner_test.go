@@ -434,6 +434,8 @@ func TestConfigValidate(t *testing.T) {
 		{"lags", Config{LagDegraded: 10, LagCritical: 5}, "lag"},
 		{"window", Config{MetricsWindow: time.Second}, "metrics window"},
 		{"database host", Config{DatabaseHost: "DB 1"}, "database host"},
+		{"short interval, default timeout", Config{Interval: 2 * time.Second}, ""},
+		{"min requests", Config{MinRequests: -1}, "minimum requests"},
 	} {
 		err := tt.cfg.Validate()
 		if _, nerr := New(tt.cfg, &memPublisher{}, zerolog.Nop()); (nerr == nil) != (err == nil) {
@@ -464,6 +466,13 @@ func TestConfigValidate(t *testing.T) {
 	if c.External[0].Timeout != time.Minute {
 		t.Errorf("New changed the caller's dependency timeout to %s", c.External[0].Timeout)
 	}
+	// The timeout defaults to the smaller of 5s and the interval.
+	for interval, want := range map[time.Duration]time.Duration{2 * time.Second: 2 * time.Second, time.Minute: 5 * time.Second} {
+		r, err := New(Config{Interval: interval}, &memPublisher{}, zerolog.Nop())
+		if err != nil || r.cfg.Timeout != want || r.cfg.MinRequests != DefaultMinRequests {
+			t.Errorf("interval %s: timeout %s, min requests %d, %v; want %s, %d", interval, r.cfg.Timeout, r.cfg.MinRequests, err, want, DefaultMinRequests)
+		}
+	}
 }
 
 func TestCause(t *testing.T) {
@@ -478,6 +487,38 @@ func TestCause(t *testing.T) {
 	} {
 		if got := cause(tt.err); got != tt.want {
 			t.Errorf("cause(%v) = %q; want %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestRunnerLogsChanges: results are logged when their status changes and
+// once at start, not every run; an unconfigured check's first result is
+// at debug level only.
+func TestRunnerLogsChanges(t *testing.T) {
+	auth := newSwitchServer(t, ok)
+	var logs logBuffer
+	pub := &memPublisher{}
+	r := startRunner(t, Config{Interval: 200 * time.Millisecond, AuthHealthURL: auth.url("/auth/v1/health")},
+		pub, logs.logger().Level(zerolog.InfoLevel))
+	testenv.Eventually(t, 20*time.Second, "ten rounds", func() bool { return r.Stats().Runs.Load() >= 60 })
+	auth.set(status(http.StatusServiceUnavailable))
+	runs := r.Stats().Runs.Load()
+	testenv.Eventually(t, 20*time.Second, "ten more rounds", func() bool { return r.Stats().Runs.Load() >= runs+60 })
+	r.stop(t)
+	// The published results say when auth's status changed.
+	var changes []string
+	for _, h := range pub.health(t) {
+		if h.Component == "auth" && (len(changes) == 0 || changes[len(changes)-1] != h.Status) {
+			changes = append(changes, h.Status)
+		}
+	}
+	lines := logs.Lines("health status")
+	if len(changes) < 2 || changes[len(changes)-1] != event.StatusCritical || len(lines) != len(changes) {
+		t.Fatalf("auth went through %v; got %d status lines, want one per change:\n%s", changes, len(lines), strings.Join(lines, "\n"))
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, `"probe":"auth"`) || !strings.Contains(l, `"status":"`+changes[i]+`"`) {
+			t.Errorf("line %d: %s; want auth's change to %s (unconfigured probes log at debug only)", i, l, changes[i])
 		}
 	}
 }
