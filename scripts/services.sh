@@ -157,7 +157,7 @@ ch_works() { # port
 		SELECT sum(x) FROM $db.t;
 		DROP DATABASE $db" </dev/null 2>&1)"
 	if [[ "$out" == 42 ]]; then return 0; fi
-	ch_check_err="$(printf '%s' "${out:-no output}" | head -n 3)"
+	ch_check_err="$(printf '%s' "${out:-no output}" | head -n 3 | tr -s '\n' ' ')"
 	timeout 10 "$(bin clickhouse-client)" --host 127.0.0.1 --port "$1" -q "DROP DATABASE IF EXISTS $db" \
 		</dev/null >/dev/null 2>&1 || true
 	return 1
