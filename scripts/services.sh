@@ -11,8 +11,11 @@
 #   Redis       127.0.0.1:6379
 #   NATS        127.0.0.1:4222 with JetStream; optional: if the port is taken by something
 #               that is not NATS the variable is left unset. Own server: store in <work>/nats
-#   ClickHouse  native protocol on 127.0.0.1:9000 - reused if a ClickHouse answers there,
-#               our own server started there if the port is free, else the same on 19000.
+#   ClickHouse  native protocol on 127.0.0.1:9000 - reused if a ClickHouse there works (a table
+#               is created, filled, read and dropped in a scratch database; a server that only
+#               answers, such as one left from a deleted clone, is passed over, or stopped and
+#               restarted when it is ours), our own server started there if the port is free,
+#               else the same on 19000.
 #               Own server: config from deploy/clickhouse-dev/, state in <work>/clickhouse
 #   chDB        scripts/libchdb.sh (pinned npm package, verified)
 #   Alertmanager Debian's prometheus-alertmanager, installed when missing; not started here:
@@ -142,6 +145,26 @@ ch_answers() { # port
 		</dev/null >/dev/null 2>&1
 }
 
+# Does the server on <port> work, not only answer? A server left running from a deleted clone
+# answers SELECT 1 but fails every table operation ("File not found"): create, fill, read and
+# drop a table in a scratch database. On failure ch_check_err holds the server's first lines.
+ch_check_err=
+ch_works() { # port
+	local db="pulse_services_check_$$" out
+	out="$(timeout 30 "$(bin clickhouse-client)" --host 127.0.0.1 --port "$1" --multiquery -q "
+		DROP DATABASE IF EXISTS $db;
+		CREATE DATABASE $db;
+		CREATE TABLE $db.t (x UInt32) ENGINE = MergeTree ORDER BY x;
+		INSERT INTO $db.t VALUES (40), (2);
+		SELECT sum(x) FROM $db.t;
+		DROP DATABASE $db" </dev/null 2>&1)"
+	if [[ "$out" == 42 ]]; then return 0; fi
+	ch_check_err="$(printf '%s' "${out:-no output}" | head -n 3 | tr -s '\n' ' ')"
+	timeout 10 "$(bin clickhouse-client)" --host 127.0.0.1 --port "$1" -q "DROP DATABASE IF EXISTS $db" \
+		</dev/null >/dev/null 2>&1 || true
+	return 1
+}
+
 ch_ensure_installed() {
 	if ! have clickhouse-server || ! have clickhouse-client; then
 		apt_install clickhouse-server clickhouse-client
@@ -207,14 +230,19 @@ ch_ensure() { # sets ch_port
 	# Our own server from an earlier run (maybe still starting): keep using it and its port.
 	if [[ -n "$last_port" ]] && pid_alive "$ch_pidfile" "$ch_dir/etc/config.xml"; then
 		if ch_wait "$last_port" "$CH_START_TIMEOUT" 0; then
-			ch_port="$last_port"
-			return 0
-		fi
-		if pid_alive "$ch_pidfile" "$ch_dir/etc/config.xml"; then
+			if ch_works "$last_port"; then
+				ch_port="$last_port"
+				return 0
+			fi
+			log "our ClickHouse on :$last_port answers but cannot create, fill and read a table: $ch_check_err"
+			log "stopping it; a new one starts below"
+			ch_stop
+		elif pid_alive "$ch_pidfile" "$ch_dir/etc/config.xml"; then
 			ch_dump_logs
 			die "our ClickHouse (pid $(cat "$ch_pidfile")) does not answer on :$last_port; stop it with '$0 stop'"
+		else
+			log "our earlier ClickHouse on :$last_port exited; starting a new one"
 		fi
-		log "our earlier ClickHouse on :$last_port exited; starting a new one"
 	fi
 	# One of ours that is shutting down (SIGTERM) may hold its port for a moment: let it go.
 	if [[ -n "$last_port" ]] && ch_port_held_by_ours "$last_port" && ! ch_answers "$last_port"; then
@@ -226,12 +254,19 @@ ch_ensure() { # sets ch_port
 	fi
 	for port in ${PULSE_CLICKHOUSE_PORTS:-9000 19000}; do
 		if ch_answers "$port"; then
-			ch_port="$port"
-			log "reusing the ClickHouse server answering on 127.0.0.1:$port"
-			return 0
+			if ch_works "$port"; then
+				ch_port="$port"
+				log "reusing the ClickHouse server answering on 127.0.0.1:$port (checked: create, insert, select, drop)"
+				return 0
+			fi
+			log "the ClickHouse server on 127.0.0.1:$port answers but does not work, so it is not reused" \
+				"(not ours: stop it yourself, e.g. one left from a deleted clone): $ch_check_err"
+			log "trying the next port"
+			continue
 		fi
 		if ! port_in_use "$port"; then
 			ch_start "$port"
+			ch_works "$port" || die "our new ClickHouse on :$port cannot create, fill and read a table: $ch_check_err"
 			ch_port="$port"
 			return 0
 		fi

@@ -498,7 +498,9 @@ func (s *process) run(ctx context.Context) error {
 	if s.runner != nil {
 		g.Go(func() error { return s.runner.Run(ctx) })
 	}
-	if s.roles["ingest"] || s.roles["query"] {
+	// Every role serves HTTP: at least /healthz, /readyz and /metrics, which
+	// supervisors probe (deploy/kubernetes) and Prometheus scrapes.
+	{
 		srv, err := s.httpServer(agg)
 		if err != nil {
 			return err
@@ -570,7 +572,7 @@ func (s *process) httpServer(agg *aggregator.Aggregator) (*httpapi.Server, error
 		scheme = "https://"
 	}
 	s.log.Info().Str("addr", scheme+addr.String()).Msg("HTTP listening")
-	if s.tokens.generated != nil {
+	if s.tokens.generated != nil && (s.roles["ingest"] || s.roles["query"]) {
 		printWelcome(s.stdout, scheme+addr.String(), s.tokens)
 	}
 	return srv, nil
