@@ -393,6 +393,14 @@ am_ensure() { # sets am_bin
 	[[ -x "$am_bin" ]] || die "prometheus-alertmanager is not installed ($am_bin)"
 }
 
+# ---------------------------------------------------------------------------- local cluster
+
+# The cluster fault tests (internal/localcluster) start their own ZooKeeper and NATS servers.
+cluster_ensure() {
+	[[ -f /usr/share/java/zookeeper.jar ]] || apt_install zookeeper
+	have nats-server || apt_install nats-server
+}
+
 # ---------------------------------------------------------------------------- main
 
 exec 8>"$work/.services.lock"
@@ -418,6 +426,7 @@ ch_port=
 ch_ensure
 am_bin=
 am_ensure
+cluster_ensure
 chdb_lib="$("$repo/scripts/libchdb.sh")" || die "scripts/libchdb.sh failed"
 [[ -f "$chdb_lib" ]] || die "scripts/libchdb.sh printed '$chdb_lib', which is not a file"
 
