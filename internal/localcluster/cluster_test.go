@@ -50,6 +50,7 @@ func startCluster(t *testing.T, cfg Config) *Cluster {
 		t.Fatal(pulseBin.err)
 	}
 	cfg.Dir, cfg.Pulse = t.TempDir(), pulseBin.path
+	cfg.Progress = testWriter{t}
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -72,6 +73,14 @@ func startCluster(t *testing.T, cfg Config) *Cluster {
 	})
 	t.Logf("cluster up in %s", time.Since(t0).Round(100*time.Millisecond))
 	return c
+}
+
+// testWriter logs each write through t.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // load posts events in batches of perRequest to the ingest processes in
@@ -457,6 +466,45 @@ func TestClickHouseReplicasStopped(t *testing.T) {
 	t.Logf("load done in %s: %s", time.Since(t0).Round(time.Millisecond), l)
 	if l.accepted.Load()%int64(l.perRequest) != 0 || len(l.expected()) != int(l.accepted.Load()) {
 		t.Fatalf("accepted %d events, %d distinct IDs; a batch was not answered 202 in the end", l.accepted.Load(), len(l.expected()))
+	}
+	waitDrained(t, c)
+	assertExactlyOnce(t, prefix, l.expected(), c.checkDSNs()...)
+	t.Logf("stored exactly once %s after the load started", time.Since(t0).Round(time.Millisecond))
+}
+
+// TestAggregatorKilled kills one of the two aggregators with SIGKILL twice
+// while 60,000 events flow, starting it again each time: the other goes on,
+// the killed one's unacked messages are redelivered, and every accepted
+// event is stored exactly once.
+func TestAggregatorKilled(t *testing.T) {
+	c := startCluster(t, Config{})
+	const total, prefix = 60_000, "ak-"
+	l := newLoad(c, prefix, total, 3000)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	loadDone := make(chan struct{})
+	t0 := time.Now()
+	go func() { defer close(loadDone); l.run(ctx, nil) }()
+	r := open(t, c.ReplicaDSN(0))
+	agg := c.Aggregators[0]
+	for kill := 1; kill <= 2; kill++ {
+		at := int64(kill * 10_000)
+		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d rows stored", at), func() bool { return count(r, prefix) >= at })
+		agg.Kill()
+		t.Logf("killed %s at %s", agg.Name, time.Since(t0).Round(time.Millisecond))
+		before := count(r, prefix)
+		testenv.Eventually(t, 30*time.Second, "the other aggregator going on", func() bool { return count(r, prefix) >= before+3000 })
+		if err := c.StartPulse(agg); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitPulse(agg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-loadDone
+	t.Logf("load done in %s: %s", time.Since(t0).Round(time.Millisecond), l)
+	if l.accepted.Load() != total {
+		t.Fatalf("accepted %d events; want all %d", l.accepted.Load(), total)
 	}
 	waitDrained(t, c)
 	assertExactlyOnce(t, prefix, l.expected(), c.checkDSNs()...)

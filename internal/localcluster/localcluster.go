@@ -222,7 +222,11 @@ func (c *Cluster) start(ctx context.Context) error {
 		if err := c.WaitPulse(p); err != nil {
 			return err
 		}
-		c.progress("%s on http://%s", p.Name, p.HTTPAddr)
+		if p.Role == "aggregator" {
+			c.progress("%s serving", p.Name)
+		} else {
+			c.progress("%s on http://%s", p.Name, p.HTTPAddr)
+		}
 	}
 	c.progress("up in %s", time.Since(t0).Round(100*time.Millisecond))
 	return nil
@@ -366,6 +370,11 @@ func (c *Cluster) newPulse(role string, i, port int) *Pulse {
 	}
 	args := []string{"serve", "--roles", role, "--data-dir", dir, "--http-addr", addr(port),
 		"--stream-replicas", "3", "--stream-max-bytes", strconv.FormatInt(streamConfig().MaxBytes, 10), "--migrate=false", "--drain-grace", "1s"}
+	if role == "aggregator" {
+		// Messages held by an aggregator that died, or whose ack was lost
+		// with a NATS node, come back after 10 s rather than a minute.
+		args = append(args, "--ack-wait", "10s")
+	}
 	args = append(args, c.cfg.PulseArgs[role]...)
 	p := &Pulse{Role: role, HTTPAddr: addr(port),
 		Proc: newProc(fmt.Sprintf("%s-%d", role, i+1), filepath.Join(c.cfg.Dir, "log"), env, c.cfg.Pulse, args...)}
@@ -532,11 +541,14 @@ func (c *Cluster) Close() {
 		for _, p := range append(append(append([]*Pulse{}, c.Ingest...), c.Query...), c.Aggregators...) {
 			pulses = append(pulses, p.Proc)
 		}
+		t0 := time.Now()
 		stop(pulses, 15*time.Second)
+		c.progress("pulse processes stopped in %s", time.Since(t0).Round(time.Millisecond))
 		// ClickHouse 18.16 may take half a minute to close its ZooKeeper
 		// session on SIGTERM; its data is fsynced parts either way.
 		stop(append(procs(c.NATS), procs(c.ClickHouse)...), 5*time.Second)
 		stop([]*Proc{c.ZooKeeper}, 5*time.Second)
+		c.progress("stopped in %s", time.Since(t0).Round(time.Millisecond))
 	})
 }
 
