@@ -94,6 +94,10 @@ type load struct {
 	perRequest int
 	rate       int
 
+	stop    <-chan struct{} // see start
+	done    chan struct{}
+	started time.Time
+
 	accepted atomic.Int64 // events answered 202
 	retries  atomic.Int64 // requests sent again after an error or a non-202
 	mu       sync.Mutex
@@ -186,6 +190,34 @@ func (l *load) send(ctx context.Context, client *http.Client, b int) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// start runs the load in the background until every batch was answered
+// 202, or stop (nil: never) is closed and the batches sent were.
+func (l *load) start(t *testing.T, stop <-chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	l.stop, l.done, l.started = stop, make(chan struct{}), time.Now()
+	go func() { defer close(l.done); defer cancel(); l.run(ctx, stop) }()
+	t.Cleanup(func() { cancel(); <-l.done })
+}
+
+// since is the time since the load started, for the log.
+func (l *load) since() time.Duration { return time.Since(l.started).Round(time.Millisecond) }
+
+// finish waits until the load ended and the ingest stream drained, then
+// asserts that every accepted event is stored exactly once on each replica
+// and through the Distributed tables.
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	<-l.done
+	t.Logf("load done in %s: %s", l.since(), l)
+	accepted := l.accepted.Load()
+	if int(accepted) != len(l.expected()) || l.stop == nil && accepted != int64(l.total) {
+		t.Fatalf("accepted %d of %d events, %d distinct IDs; want every batch answered 202 in the end", accepted, l.total, len(l.expected()))
+	}
+	waitDrained(t, l.c)
+	assertExactlyOnce(t, l.prefix, l.expected(), l.c.checkDSNs()...)
+	t.Logf("stored exactly once %s after the load started", l.since())
 }
 
 // expected returns the request IDs answered 202.
@@ -325,11 +357,7 @@ func TestNATSNodeKilled(t *testing.T) {
 	c := startCluster(t, Config{})
 	const total, prefix = 100_000, "nk-"
 	l := newLoad(c, prefix, total, 6000)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	loadDone := make(chan struct{})
-	t0 := time.Now()
-	go func() { defer close(loadDone); l.run(ctx, nil) }()
+	l.start(t, nil)
 
 	testenv.Eventually(t, 30*time.Second, "load flowing", func() bool { return l.accepted.Load() >= 15_000 })
 	info, err := streamInfo(t, c)
@@ -347,7 +375,7 @@ func TestNATSNodeKilled(t *testing.T) {
 	}
 	leader.Kill()
 	killedAt := l.accepted.Load()
-	t.Logf("killed %s (stream leader) at %d accepted events, %s into the load", leader.Name, killedAt, time.Since(t0).Round(time.Millisecond))
+	t.Logf("killed %s (stream leader) at %d accepted events, %s into the load", leader.Name, killedAt, l.since())
 	time.Sleep(10 * time.Second) // the outage itself, not a wait for a condition
 	if got := l.accepted.Load(); got <= killedAt {
 		t.Errorf("no event accepted in the 10 s %s was down (%d before, %d after); want the cluster to go on with two nodes", leader.Name, killedAt, got)
@@ -358,12 +386,8 @@ func TestNATSNodeKilled(t *testing.T) {
 	if err := c.WaitNATS(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	<-loadDone
-	t.Logf("load done in %s: %s", time.Since(t0).Round(time.Millisecond), l)
-	if l.accepted.Load() != total {
-		t.Fatalf("accepted %d events; want all %d (the load retries until 202)", l.accepted.Load(), total)
-	}
-	waitDrained(t, c)
+	l.finish(t)
+	// The node that came back is a current replica of the stream again.
 	testenv.Eventually(t, 60*time.Second, leader.Name+" back in the stream's peers", func() bool {
 		info, err := streamInfo(t, c)
 		if err != nil {
@@ -377,8 +401,6 @@ func TestNATSNodeKilled(t *testing.T) {
 		}
 		return current == 2
 	})
-	assertExactlyOnce(t, prefix, l.expected(), c.checkDSNs()...)
-	t.Logf("stored exactly once %s after the load started", time.Since(t0).Round(time.Millisecond))
 }
 
 // TestClickHouseReplicasStopped stops one ClickHouse replica under load,
@@ -392,11 +414,7 @@ func TestClickHouseReplicasStopped(t *testing.T) {
 	const total, prefix = 300_000, "cr-"
 	l := newLoad(c, prefix, total, 1500)
 	stopLoad := make(chan struct{})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	loadDone := make(chan struct{})
-	t0 := time.Now()
-	go func() { defer close(loadDone); l.run(ctx, stopLoad) }()
+	l.start(t, stopLoad)
 	r := []*chstore.Store{open(t, c.ReplicaDSN(0)), open(t, c.ReplicaDSN(1))}
 	testenv.Eventually(t, 30*time.Second, "rows arriving", func() bool { return count(r[0], prefix) >= 3000 })
 
@@ -415,7 +433,7 @@ func TestClickHouseReplicasStopped(t *testing.T) {
 		stop(i)
 		other := r[1-i]
 		before := count(other, prefix)
-		t.Logf("stopped clickhouse-%d at %s; clickhouse-%d holds %d rows", i+1, time.Since(t0).Round(time.Millisecond), 2-i, before)
+		t.Logf("stopped clickhouse-%d at %s; clickhouse-%d holds %d rows", i+1, l.since(), 2-i, before)
 		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("inserts through clickhouse-%d", 2-i), func() bool {
 			return count(other, prefix) >= before+3000
 		})
@@ -428,11 +446,11 @@ func TestClickHouseReplicasStopped(t *testing.T) {
 		if err := c.WaitClickHouse(context.Background(), i); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("clickhouse-%d started again at %s", i+1, time.Since(t0).Round(time.Millisecond))
+		t.Logf("clickhouse-%d started again at %s", i+1, l.since())
 	}
 
 	stoppedUnderLoad(0)
-	t.Logf("clickhouse-2 took 3,000 rows at %s", time.Since(t0).Round(time.Millisecond))
+	t.Logf("clickhouse-2 took 3,000 rows at %s", l.since())
 	start(0)
 	// Replica 1 catches up with what replica 2 took meanwhile before
 	// replica 2 goes.
@@ -440,9 +458,9 @@ func TestClickHouseReplicasStopped(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, "clickhouse-1 caught up", func() bool {
 		return count(r[0], prefix) >= took
 	})
-	t.Logf("clickhouse-1 caught up at %s", time.Since(t0).Round(time.Millisecond))
+	t.Logf("clickhouse-1 caught up at %s", l.since())
 	stoppedUnderLoad(1)
-	t.Logf("clickhouse-1 took 3,000 rows at %s", time.Since(t0).Round(time.Millisecond))
+	t.Logf("clickhouse-1 took 3,000 rows at %s", l.since())
 
 	// Both down: the edges go on answering 202, the events wait in the stream.
 	stop(0)
@@ -455,21 +473,14 @@ func TestClickHouseReplicasStopped(t *testing.T) {
 		info, err := streamInfo(t, c)
 		return err == nil && l.accepted.Load() >= acceptedBefore+3000 && info.State.Msgs > backlogBefore
 	})
-	t.Logf("both replicas down at %s: %d events accepted meanwhile", time.Since(t0).Round(time.Millisecond), l.accepted.Load()-acceptedBefore)
+	t.Logf("both replicas down at %s: %d events accepted meanwhile", l.since(), l.accepted.Load()-acceptedBefore)
 	start(1)
 	start(0)
-	t.Logf("both replicas back at %s", time.Since(t0).Round(time.Millisecond))
+	t.Logf("both replicas back at %s", l.since())
 	time.Sleep(2 * time.Second) // a little load after the restart
 	close(stopLoad)
 
-	<-loadDone
-	t.Logf("load done in %s: %s", time.Since(t0).Round(time.Millisecond), l)
-	if l.accepted.Load()%int64(l.perRequest) != 0 || len(l.expected()) != int(l.accepted.Load()) {
-		t.Fatalf("accepted %d events, %d distinct IDs; a batch was not answered 202 in the end", l.accepted.Load(), len(l.expected()))
-	}
-	waitDrained(t, c)
-	assertExactlyOnce(t, prefix, l.expected(), c.checkDSNs()...)
-	t.Logf("stored exactly once %s after the load started", time.Since(t0).Round(time.Millisecond))
+	l.finish(t)
 }
 
 // TestAggregatorKilled kills one of the two aggregators with SIGKILL twice
@@ -480,18 +491,14 @@ func TestAggregatorKilled(t *testing.T) {
 	c := startCluster(t, Config{})
 	const total, prefix = 60_000, "ak-"
 	l := newLoad(c, prefix, total, 3000)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	loadDone := make(chan struct{})
-	t0 := time.Now()
-	go func() { defer close(loadDone); l.run(ctx, nil) }()
+	l.start(t, nil)
 	r := open(t, c.ReplicaDSN(0))
 	agg := c.Aggregators[0]
 	for kill := 1; kill <= 2; kill++ {
 		at := int64(kill * 10_000)
 		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d rows stored", at), func() bool { return count(r, prefix) >= at })
 		agg.Kill()
-		t.Logf("killed %s at %s", agg.Name, time.Since(t0).Round(time.Millisecond))
+		t.Logf("killed %s at %s", agg.Name, l.since())
 		before := count(r, prefix)
 		testenv.Eventually(t, 30*time.Second, "the other aggregator going on", func() bool { return count(r, prefix) >= before+3000 })
 		if err := c.StartPulse(agg); err != nil {
@@ -501,14 +508,7 @@ func TestAggregatorKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	<-loadDone
-	t.Logf("load done in %s: %s", time.Since(t0).Round(time.Millisecond), l)
-	if l.accepted.Load() != total {
-		t.Fatalf("accepted %d events; want all %d", l.accepted.Load(), total)
-	}
-	waitDrained(t, c)
-	assertExactlyOnce(t, prefix, l.expected(), c.checkDSNs()...)
-	t.Logf("stored exactly once %s after the load started", time.Since(t0).Round(time.Millisecond))
+	l.finish(t)
 }
 
 // assertClusterSchema checks what `pulse migrate --cluster` built: on
