@@ -63,6 +63,12 @@ func startCluster(t *testing.T, cfg Config) *Cluster {
 		if !t.Failed() {
 			return
 		}
+		// The logs outlive the test's temporary folder, for a post-mortem.
+		if keep, err := os.MkdirTemp("", "pulse-cluster-failed-"); err == nil {
+			if err := os.CopyFS(keep, os.DirFS(cfg.Dir+"/log")); err == nil {
+				t.Logf("process logs kept in %s", keep)
+			}
+		}
 		for i := range c.ClickHouse {
 			b, _ := os.ReadFile(fmt.Sprintf("%s/clickhouse-%d/log/clickhouse-server.err.log", cfg.Dir, i+1))
 			if len(b) > 3000 {
@@ -306,6 +312,18 @@ func assertExactlyOnce(t *testing.T, prefix string, want map[string]bool, dsns .
 		}
 		if dup+extra+lost > 0 || len(got) != len(want) {
 			t.Errorf("%s: %d distinct IDs, want %d: %d duplicated, %d never accepted, %d lost", dsn, len(got), len(want), dup, extra, lost)
+		}
+		// The rollup counts each once too: the views run where a row was
+		// inserted, and replication copies their parts, not their inputs.
+		var rolled uint64
+		testenv.Eventually(t, 60*time.Second, "the 1-minute rollup on "+dsn, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := s.QueryRow(ctx, "SELECT toUInt64(countMerge(requests)) FROM "+s.T("requests_1m"), &rolled)
+			return err == nil && rolled >= uint64(len(want))
+		})
+		if rolled != uint64(len(want)) {
+			t.Errorf("%s: requests_1m counts %d requests; want %d", dsn, rolled, len(want))
 		}
 	}
 }
