@@ -8,7 +8,7 @@ GOVULNCHECK_VERSION := v1.9.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test bench cover lint dashboard
+.PHONY: help build run test bench cover lint dashboard cluster
 
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ build: ## build bin/pulse (with the embedded chDB backend)
 
 run: build ## run the whole pipeline on embedded NATS and chDB (the first run downloads libchdb: 166 MB, 559 MB on disk); prints how to send a first event
 	@lib=$$(scripts/libchdb.sh) && CHDB_LIB_PATH=$$lib exec ./bin/pulse serve --data-dir data
+
+cluster: ## run the production topology on loopback until Ctrl-C: ZooKeeper, 2 ClickHouse replicas, 3 NATS (R3), 2 ingest, 2 aggregator, 1 query; prints addresses and tokens
+	$(GO) run ./deploy/local-cluster
 
 test: ## start what the tests need (ClickHouse, Postgres, Redis, NATS, Alertmanager, Chromium), run every Go test with -race, then the TypeScript client's tests
 	scripts/test.sh

@@ -143,6 +143,12 @@ func Ready(ctx context.Context, s Reader) error {
 // processes is safe: statements are idempotent, and a version recorded
 // twice reads the same.
 func Migrate(ctx context.Context, s *chstore.Store) ([]uint32, error) {
+	return migrate(ctx, s, func(stmt string) string { return stmt })
+}
+
+// migrate applies every migration newer than the store's current version,
+// each statement passed through rewrite after its {{db}} was qualified.
+func migrate(ctx context.Context, s *chstore.Store, rewrite func(stmt string) string) ([]uint32, error) {
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
@@ -162,7 +168,7 @@ func Migrate(ctx context.Context, s *chstore.Store) ([]uint32, error) {
 			continue
 		}
 		for _, stmt := range m.Statements {
-			stmt = strings.ReplaceAll(stmt, "{{db}}", "`"+s.Database()+"`")
+			stmt = rewrite(strings.ReplaceAll(stmt, "{{db}}", "`"+s.Database()+"`"))
 			if err := s.Exec(ctx, stmt); err != nil {
 				return applied, fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
 			}

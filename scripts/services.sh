@@ -439,6 +439,14 @@ promtool_ensure() { # sets promtool_bin
 	[[ -x "$promtool_bin" ]] || die "promtool is not installed ($promtool_bin)"
 }
 
+# ---------------------------------------------------------------------------- local cluster
+
+# The cluster fault tests (internal/localcluster) start their own ZooKeeper and NATS servers.
+cluster_ensure() {
+	[[ -f /usr/share/java/zookeeper.jar ]] || apt_install zookeeper
+	have nats-server || apt_install nats-server
+}
+
 # ---------------------------------------------------------------------------- main
 
 exec 8>"$work/.services.lock"
@@ -466,6 +474,7 @@ am_bin=
 am_ensure
 promtool_bin=
 promtool_ensure
+cluster_ensure
 chdb_lib="$("$repo/scripts/libchdb.sh")" || die "scripts/libchdb.sh failed"
 [[ -f "$chdb_lib" ]] || die "scripts/libchdb.sh printed '$chdb_lib', which is not a file"
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -22,7 +23,7 @@ type native struct {
 
 func openNative(ctx context.Context, u *url.URL, log zerolog.Logger) (*native, error) {
 	opts := &clickhouse.Options{
-		Addr:            []string{u.Host},
+		Addr:            strings.Split(u.Host, ","), // host:port[,host:port...]: the next on a failed dial
 		Auth:            clickhouse.Auth{Database: "default", Username: u.User.Username()},
 		DialTimeout:     5 * time.Second,
 		ReadTimeout:     60 * time.Second,

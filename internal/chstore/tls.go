@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 )
 
 // tlsConfig reads the TLS options of a clickhouse:// DSN: secure=true
@@ -24,7 +25,7 @@ func tlsConfig(u *url.URL) (*tls.Config, error) {
 	if secure != "true" && ca == "" && cert == "" {
 		return nil, nil
 	}
-	host, _, err := net.SplitHostPort(u.Host)
+	host, _, err := net.SplitHostPort(strings.Split(u.Host, ",")[0]) // one name for every host of a list
 	if err != nil {
 		host = u.Host
 	}
