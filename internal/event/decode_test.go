@@ -538,9 +538,9 @@ func BenchmarkDecodeSingleEvent(b *testing.B) {
 // every type, escapes, odd numbers, white space anywhere, and now and then
 // a cut or a stray byte.
 func TestDecodeMatchesReferenceOnGeneratedEvents(t *testing.T) {
-	n := 20000
+	n := 5000
 	if testing.Short() {
-		n = 2000
+		n = 1000
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	pick := func(list ...string) string { return list[rnd.IntN(len(list))] }
