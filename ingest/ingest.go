@@ -229,7 +229,7 @@ func acceptedBody(n int, ignored []string) []byte {
 }
 
 // refused counts and returns a 4xx answer, and logs it: one line per
-// status every 10 s, without the body.
+// status every 10 s of the edge's clock, without the body.
 func (e *Edge) refused(c echo.Context, err error) error {
 	e.stats.Rejected.Add(1)
 	var he *httpapi.Error
@@ -237,7 +237,7 @@ func (e *Edge) refused(c echo.Context, err error) error {
 		return err
 	}
 	e.metrics.rejected(he.Status)
-	if ok, suppressed := e.logs.Allow("rejected "+strconv.Itoa(he.Status), time.Now()); ok {
+	if ok, suppressed := e.logs.Allow("rejected "+strconv.Itoa(he.Status), e.now()); ok {
 		p, _ := httpapi.PrincipalOf(c)
 		ev := e.log.Info().Int("status", he.Status).Str("error", he.Body.Error).Str("answer", he.Body.Message).
 			Str("caller", p.Name).Int("suppressed", suppressed)
