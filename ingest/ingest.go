@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,11 @@ type Config struct {
 	Retention            time.Duration // older events are rejected; default 30 days
 	DefaultService       string        // for events without a service
 	PublishTimeout       time.Duration // wait for JetStream's acknowledgement; default 5 s
+
+	// StrictFields rejects events with fields the edge does not know (400
+	// "is not a known field"); by default they are ignored, counted and
+	// named in the 202 answer.
+	StrictFields bool
 
 	// CoalesceDelay is how long a batch of single events waits for more
 	// before it is published (group commit); 0 publishes each on its own.
@@ -167,13 +173,13 @@ const statusClientClosed = 499
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (e *Edge) postMetrics(c echo.Context) error {
-	reqs, err := e.decodeAside(c.Request())
+	reqs, ignored, err := e.decodeAside(c.Request())
 	if err != nil {
-		return e.refused(err)
+		return e.refused(c, err)
 	}
 	p, _ := httpapi.PrincipalOf(c)
 	key := c.Request().Header.Get("Idempotency-Key")
-	return e.accept(c, len(reqs), func(ctx context.Context) error {
+	return e.accept(c, len(reqs), ignored, func(ctx context.Context) error {
 		if e.coalesce != nil && len(reqs) == 1 && key == "" {
 			return e.publishSingle(ctx, p.Name, reqs[0])
 		}
@@ -184,11 +190,11 @@ func (e *Edge) postMetrics(c echo.Context) error {
 func (e *Edge) postResources(c echo.Context) error {
 	samples, err := e.decodeSamples(c.Request())
 	if err != nil {
-		return e.refused(err)
+		return e.refused(c, err)
 	}
 	p, _ := httpapi.PrincipalOf(c)
 	key := c.Request().Header.Get("Idempotency-Key")
-	return e.accept(c, len(samples), func(ctx context.Context) error {
+	return e.accept(c, len(samples), event.IgnoredFields{}, func(ctx context.Context) error {
 		return e.pub.PublishSamples(ctx, p.Name, samples, key)
 	})
 }
@@ -211,33 +217,55 @@ func (e *Edge) publishSingle(ctx context.Context, caller string, q event.Request
 }
 
 // acceptedBody is the 202 answer {"accepted":n}, written without
-// reflection: it is most of what the edge sends.
-func acceptedBody(n int) []byte {
+// reflection: it is most of what the edge sends. When fields were ignored
+// it names them: {"accepted":n,"ignored_fields":["a","b"]}.
+func acceptedBody(n int, ignored []string) []byte {
 	b := strconv.AppendInt([]byte(`{"accepted":`), int64(n), 10)
+	if len(ignored) > 0 {
+		names, _ := json.Marshal(ignored) // strings never fail
+		b = append(append(b, `,"ignored_fields":`...), names...)
+	}
 	return append(b, '}', '\n')
 }
 
-// refused counts and returns a 4xx answer.
-func (e *Edge) refused(err error) error {
+// refused counts and returns a 4xx answer, and logs it: one line per
+// status every 10 s of the edge's clock, without the body.
+func (e *Edge) refused(c echo.Context, err error) error {
 	e.stats.Rejected.Add(1)
 	var he *httpapi.Error
-	if errors.As(err, &he) {
-		e.metrics.rejected(he.Status)
+	if !errors.As(err, &he) {
+		return err
+	}
+	e.metrics.rejected(he.Status)
+	if ok, suppressed := e.logs.Allow("rejected "+strconv.Itoa(he.Status), e.now()); ok {
+		p, _ := httpapi.PrincipalOf(c)
+		ev := e.log.Info().Int("status", he.Status).Str("error", he.Body.Error).Str("answer", he.Body.Message).
+			Str("caller", p.Name).Int("suppressed", suppressed)
+		if len(he.Body.Details) > 0 {
+			// A detail may quote a key of the body; keep the line short.
+			detail := he.Body.Details[0].Error()
+			if len(detail) > 200 {
+				detail = strings.ToValidUTF8(detail[:200], "") + "…"
+			}
+			ev = ev.Str("first_detail", detail)
+		}
+		ev.Msg("request refused (one line per status every 10s; suppressed counts those since the last line)")
 	}
 	return err
 }
 
-// accept runs publish for a request of n validated items and answers it:
-// 202 once they are persisted, 503 + Retry-After when they are not (or not
-// confirmed in time), nothing when the client went away first.
-func (e *Edge) accept(c echo.Context, n int, publish func(context.Context) error) error {
+// accept runs publish for a request of n validated items, whose ignored
+// fields are ignored, and answers it: 202 once they are persisted, 503 +
+// Retry-After when they are not (or not confirmed in time), nothing when
+// the client went away first.
+func (e *Edge) accept(c echo.Context, n int, ignored event.IgnoredFields, publish func(context.Context) error) error {
 	start := time.Now()
 	ctx := c.Request().Context()
 	err := publish(ctx)
 	if err == nil {
 		e.stats.Accepted.Add(uint64(n))
-		e.metrics.accepted(n, time.Since(start))
-		return c.JSONBlob(http.StatusAccepted, acceptedBody(n))
+		e.metrics.accepted(n, ignored.Count, time.Since(start))
+		return c.JSONBlob(http.StatusAccepted, acceptedBody(n, ignored.Names))
 	}
 	if ctx.Err() != nil {
 		// Nobody is there to answer; whatever was published stays
@@ -335,27 +363,31 @@ func (e *Edge) readBody(r *http.Request, types ...string) (ct string, data []byt
 // connection's goroutine, every request waiting for its acknowledgement
 // would hold that stack, 10,000 times over at 10,000 connections. The few
 // goroutines decoding at any moment hold it instead.
-func (e *Edge) decodeAside(r *http.Request) (reqs []event.Request, err error) {
+func (e *Edge) decodeAside(r *http.Request) (reqs []event.Request, ignored event.IgnoredFields, err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		reqs, err = e.decode(r)
+		reqs, ignored, err = e.decode(r)
 	}()
 	<-done
-	return reqs, err
+	return reqs, ignored, err
 }
 
-// decode reads and validates a body of request metrics.
-func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
+// decode reads and validates a body of request metrics, and says which
+// unknown fields it ignored. The requests carry no trace of those fields.
+func (e *Edge) decode(r *http.Request) ([]event.Request, event.IgnoredFields, error) {
+	var ignored event.IgnoredFields
 	ct, data, release, err := e.readBody(r, "application/json", "application/x-ndjson")
 	defer release()
 	if err != nil {
-		return nil, err
+		return nil, ignored, err
 	}
 	d := event.Decoder{
 		Rules:          event.Rules{Now: e.now(), Retention: e.cfg.Retention},
 		DefaultService: e.cfg.DefaultService,
 		MaxEvents:      e.cfg.MaxEvents,
+		StrictFields:   e.cfg.StrictFields,
+		Ignored:        &ignored,
 	}
 	var reqs []event.Request
 	if ct == "application/x-ndjson" {
@@ -363,7 +395,7 @@ func (e *Edge) decode(r *http.Request) ([]event.Request, error) {
 	} else {
 		reqs, err = d.JSON(data)
 	}
-	return reqs, e.decodeError(err)
+	return reqs, ignored, e.decodeError(err)
 }
 
 // decodeError maps a decoder error to the answer the caller gets.

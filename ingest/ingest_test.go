@@ -683,11 +683,14 @@ func TestPostRejects(t *testing.T) {
 	f("endpoint too long", post{body: s(`{"endpoint":"/` + strings.Repeat("a", 512) + `","response_time_ms":1,"status_code":200}`)}, 400, "invalid_request",
 		"0:endpoint")
 	f("missing fields", post{body: s(`[{}]`)}, 400, "invalid_request", "0:endpoint 0:response_time_ms 0:status_code")
-	// Unknown fields.
-	f("unknown field", post{body: s(`{"endpoint":"/","response_time_ms":1,"status_code":200,"latency":3}`)}, 400, "invalid_request",
-		"0:latency")
-	f("unknown field in NDJSON", post{body: s(ok + "\n" + ok + "\n" + `{"endpoint":"/","response_time_ms":1,"status_code":200,"Extra":1}`), ct: nd},
+	// Invalid UTF-8, and too many fields (unknown ones are ignored: see
+	// TestPostUnknownFields).
+	f("invalid UTF-8", post{body: s("{\"endpoint\":\"/\xff\",\"response_time_ms\":1,\"status_code\":200}")}, 400, "invalid_request",
+		"0:endpoint")
+	f("unpaired surrogate in NDJSON", post{body: s(ok + "\n" + ok + "\n" + `{"endpoint":"/","response_time_ms":1,"status_code":200,"Extra":"\udc00"}`), ct: nd},
 		400, "invalid_request", "2:Extra")
+	f("too many fields", post{body: s(`{"endpoint":"/","response_time_ms":1,"status_code":200` + strings.Repeat(`,"x":1`, 98) + `}`)},
+		400, "invalid_request", "0:event")
 	// Empty bodies.
 	f("empty JSON", post{}, 400, "invalid_request", "0:body")
 	f("blank JSON", post{body: s(" \n\t ")}, 400, "invalid_request", "0:body")

@@ -20,6 +20,7 @@ import (
 //	pulse_ingest_rejected_requests_total{status}  requests refused: 4xx by status, and 503
 //	pulse_ingest_unavailable_requests_total{reason}  the 503s by cause: not_connected, stream_full, timeout, error
 //	pulse_ingest_abandoned_requests_total         requests whose client went away before the answer
+//	pulse_ingest_unknown_fields_total             unknown fields ignored in persisted events (not by name: unbounded)
 type edgeMetrics struct {
 	events      prometheus.Counter
 	seconds     prometheus.Histogram
@@ -27,6 +28,7 @@ type edgeMetrics struct {
 	rejectedVec *prometheus.CounterVec
 	unavailVec  *prometheus.CounterVec
 	abandoned   prometheus.Counter
+	unknown     prometheus.Counter
 }
 
 func newEdgeMetrics(reg prometheus.Registerer) (*edgeMetrics, error) {
@@ -51,6 +53,9 @@ func newEdgeMetrics(reg prometheus.Registerer) (*edgeMetrics, error) {
 		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pulse_ingest_abandoned_requests_total", Help: "Ingest requests whose client went away before the answer.",
 		}),
+		unknown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pulse_ingest_unknown_fields_total", Help: "Fields with an unknown key ignored in accepted events (each occurrence in each event).",
+		}),
 	}
 	for _, r := range []string{reasonNotConnected, reasonStreamFull, reasonTimeout, reasonError} {
 		m.unavailVec.WithLabelValues(r)
@@ -58,7 +63,7 @@ func newEdgeMetrics(reg prometheus.Registerer) (*edgeMetrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.events, m.seconds, m.perRequest, m.rejectedVec, m.unavailVec, m.abandoned} {
+	for _, c := range []prometheus.Collector{m.events, m.seconds, m.perRequest, m.rejectedVec, m.unavailVec, m.abandoned, m.unknown} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -66,8 +71,9 @@ func newEdgeMetrics(reg prometheus.Registerer) (*edgeMetrics, error) {
 	return m, nil
 }
 
-func (m *edgeMetrics) accepted(n int, d time.Duration) {
+func (m *edgeMetrics) accepted(n, unknown int, d time.Duration) {
 	m.events.Add(float64(n))
+	m.unknown.Add(float64(unknown))
 	m.seconds.Observe(d.Seconds())
 	m.perRequest.Observe(float64(n))
 }

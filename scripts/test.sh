@@ -3,7 +3,10 @@
 #   1. scripts/services.sh  (reuses or starts PostgreSQL, Redis, NATS, ClickHouse; fetches libchdb.so)
 #   2. sources ${PULSE_WORK:-<repo>/.work}/services.env
 #   3. go test -race -count=1 -tags chdb [./...] "$@"
-#   4. with ./... or a ./clients/... package: the TypeScript client's tests (npm ci, build, node --test)
+#   4. with ./...: a bounded fuzz run, ${PULSE_FUZZTIME:-10s} per target (0 skips it): the ingest
+#      decoder against its reference (JSON, NDJSON), the ingest handler (JSON, NDJSON, gzip), the
+#      query parameters and the rules file; new failing inputs land in the package's testdata/fuzz
+#   5. with ./... or a ./clients/... package: the TypeScript client's tests (npm ci, build, node --test)
 # Extra arguments go to go test: flags (-run X, -v, -timeout 20m) and/or packages
 # (./ingest/...); ./... is added only when no package is named. Fails when either fails.
 set -euo pipefail
@@ -39,6 +42,16 @@ echo "    ClickHouse: $PULSE_TEST_CLICKHOUSE_DSN   Postgres: $PULSE_TEST_DATABAS
 echo "    Redis: $PULSE_TEST_REDIS_URL   NATS: ${PULSE_TEST_NATS_URL:-(embedded only)}"
 echo "    chDB: $CHDB_LIB_PATH"
 go test -race -count=1 -tags chdb "${pkgs[@]}" "$@"
+
+# A bounded fuzz run of the input parsers, when the whole suite was asked for.
+fuzztime="${PULSE_FUZZTIME:-10s}"
+if [[ "${pkgs[*]}" == "./..." && "$fuzztime" != "0" ]]; then
+	for target in ./internal/event:FuzzDecodeMatchesReference ./ingest:FuzzPostBody \
+		./query:FuzzQueryParams ./alerts/rules:FuzzParse; do
+		echo "==> go test -fuzz ${target#*:} -fuzztime $fuzztime ${target%%:*}"
+		go test -tags chdb -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" "${target%%:*}"
+	done
+fi
 
 # The TypeScript fleet client, when the whole suite or its folder was asked for.
 if [[ "${pkgs[*]}" == "./..." || " $* " == *" ./clients/"* ]]; then

@@ -205,6 +205,7 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) (*flag.FlagSet, func() (schem
 	fs.Int64Var(&f.ingest.MaxDecompressedBytes, "max-decompressed-bytes", 32<<20, "largest ingest body after gunzip")
 	fs.IntVar(&f.ingest.MaxEvents, "max-events", 10000, "most events in one ingest request")
 	fs.StringVar(&f.ingest.DefaultService, "default-service", "default", "service of events that name none")
+	fs.BoolVar(&f.ingest.StrictFields, "strict-fields", false, "reject ingested events with unknown fields (400) instead of ignoring and counting them")
 	fs.DurationVar(&f.ingest.CoalesceDelay, "coalesce-delay", time.Millisecond, "single-event requests arriving within this delay share one JetStream message (group commit); 0 publishes each alone")
 	fs.IntVar(&f.agg.MaxRows, "batch-rows", 50000, "aggregator: insert when a batch holds this many rows")
 	fs.DurationVar(&f.agg.MaxDelay, "batch-delay", time.Second, "aggregator: or when its oldest event waited this long")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxReportedErrors bounds the field errors one rejected batch reports.
@@ -38,8 +39,58 @@ func (e *BatchError) add(fe ...FieldError) {
 	}
 }
 
+// Limits of the fields of one event the decoder does not know.
+const (
+	// MaxEventFields bounds the fields (keys, known or not, duplicates
+	// included) of one event: an event with more is an error.
+	MaxEventFields = 100
+	// MaxIgnoredNames bounds the names IgnoredFields keeps.
+	MaxIgnoredNames = 20
+	// MaxIgnoredNameLen bounds the bytes of each name IgnoredFields
+	// keeps; longer names are cut at a character boundary.
+	MaxIgnoredNameLen = 64
+)
+
+// IgnoredFields is what a lenient Decoder ignored: how many fields with an
+// unknown key it met (in all events, duplicates included) and their keys,
+// deduplicated, at most MaxIgnoredNames, each at most MaxIgnoredNameLen
+// bytes, in the order first met. It is meaningful only when decoding
+// succeeds. It is not safe for concurrent use.
+type IgnoredFields struct {
+	Count int
+	Names []string
+}
+
+// add counts an ignored field with key name, which is valid UTF-8, and
+// keeps its name if there is room.
+func (g *IgnoredFields) add(name []byte) {
+	g.Count++
+	if len(g.Names) >= MaxIgnoredNames {
+		return
+	}
+	if len(name) > MaxIgnoredNameLen {
+		n := MaxIgnoredNameLen
+		for n > 0 && !utf8.RuneStart(name[n]) {
+			n--
+		}
+		name = name[:n]
+	}
+	for _, s := range g.Names {
+		if s == string(name) {
+			return
+		}
+	}
+	g.Names = append(g.Names, string(name))
+}
+
 // Decoder turns JSON bodies into validated requests. Its zero value is not
-// usable; set every field.
+// usable; set Rules, DefaultService and MaxEvents.
+//
+// A string field holding invalid UTF-8 (or a \u escape of an unpaired
+// surrogate), anywhere in an event, is an error of that field; so is an
+// event with more than MaxEventFields fields. A field whose key names no
+// field of Wire is ignored, and counted in Ignored, unless StrictFields
+// makes it an error.
 type Decoder struct {
 	Rules          Rules
 	DefaultService string
@@ -48,13 +99,23 @@ type Decoder struct {
 	// for events that lack one, instead of a random UUID. Decoding the same
 	// message twice then gives the same events.
 	RequestID func(i int) string
+	// StrictFields rejects events with unknown fields ("is not a known
+	// field") instead of ignoring those fields.
+	StrictFields bool
+	// Ignored, when set, counts and names the unknown fields ignored.
+	Ignored *IgnoredFields
+}
+
+// parser returns a parser of data for d.
+func (d Decoder) parser(data []byte) parser {
+	return parser{data: data, strict: d.StrictFields, ignored: d.Ignored}
 }
 
 // JSON decodes one event object or an array of them. It returns every
 // field error of every event as a *BatchError, ErrTooManyEvents, or the
 // requests, all valid. The requests do not refer to data.
 func (d Decoder) JSON(data []byte) ([]Request, error) {
-	p := parser{data: bytes.TrimSpace(data)}
+	p := d.parser(bytes.TrimSpace(data))
 	if len(p.data) == 0 {
 		return nil, &BatchError{Errors: []FieldError{{Field: "body", Message: "is empty"}}, Invalid: 1}
 	}
@@ -118,7 +179,7 @@ func (d Decoder) JSON(data []byte) ([]Request, error) {
 // whitespace between objects is accepted). Broken JSON stops decoding at the
 // event where it occurs. The requests do not refer to data.
 func (d Decoder) NDJSON(data []byte) ([]Request, error) {
-	p := parser{data: data}
+	p := d.parser(data)
 	var out []Request
 	be := &BatchError{}
 	for i := 0; p.more(); i++ {
@@ -146,9 +207,9 @@ func (d Decoder) NDJSON(data []byte) ([]Request, error) {
 	return out, nil
 }
 
-// next decodes and validates the event at p.pos, which has index i. A field
-// of the wrong type or an unknown field is reported together with the
-// errors of the event's other fields. fatal means the JSON is broken and
+// next decodes and validates the event at p.pos, which has index i. The
+// first field of the wrong type, with invalid UTF-8 or (when strict)
+// unknown is reported together with the errors of the event's other fields. fatal means the JSON is broken and
 // decoding cannot go on.
 func (d Decoder) next(p *parser, i int) (q Request, errs []FieldError, fatal bool) {
 	var v wireValue

@@ -3,10 +3,15 @@ package event
 // This file keeps the encoding/json implementation of Decoder.JSON and
 // Decoder.NDJSON, and the validation it ran, as they were before the
 // hand-written parser replaced them. FuzzDecodeMatchesReference holds the
-// new code to them. Only one thing differs from the original: refJSON reads
-// the whole input after the closing ']' (the original looked only at what
+// new code to them. What differs from the original: refJSON reads the whole
+// input after the closing ']' (the original looked only at what
 // json.Decoder happened to have buffered, so garbage more than a few hundred
-// bytes after the array went unnoticed).
+// bytes after the array went unnoticed); and the rules encoding/json does
+// not have are added by refProblem, which walks the fields of each event
+// with json.Decoder's tokens: unknown fields are ignored and counted unless
+// Decoder.StrictFields is set, invalid UTF-8 (and unpaired surrogate
+// escapes) is an error of the field it is in, and so is an event of more
+// than MaxEventFields fields.
 
 import (
 	"bytes"
@@ -15,8 +20,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -36,7 +44,6 @@ func refJSON(d Decoder, data []byte) ([]Request, error) {
 	}
 	r := bytes.NewReader(data)
 	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
 	if _, err := dec.Token(); err != nil { // '['
 		return nil, refMalformed(0, err)
 	}
@@ -72,7 +79,6 @@ func refJSON(d Decoder, data []byte) ([]Request, error) {
 
 func refNDJSON(d Decoder, data []byte) ([]Request, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var out []Request
 	be := &BatchError{}
 	for i := 0; ; i++ {
@@ -101,23 +107,182 @@ func refNDJSON(d Decoder, data []byte) ([]Request, error) {
 }
 
 func refNext(d Decoder, dec *json.Decoder, i int) (q Request, errs []FieldError, fatal bool) {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return q, []FieldError{refMalformedField(i, err)}, true
+	}
 	var w Wire
-	if err := dec.Decode(&w); err != nil {
-		fe, fatal := refDecodeError(i, err)
-		if fatal || fe.Field == "event" {
-			return q, []FieldError{fe}, fatal
-		}
-		errs = append(errs, fe)
-		_, more := refValidateWire(d, &w, i)
-		for _, e := range more {
-			if e.Field != fe.Field {
-				errs = append(errs, e)
-			}
-		}
+	var typeErr *json.UnmarshalTypeError
+	if err := json.Unmarshal(raw, &w); errors.As(err, &typeErr) && typeErr.Field == "" {
+		return q, []FieldError{{Index: i, Field: "event", Message: "must be a JSON object"}}, false
+	}
+	fe := refProblem(d, raw, i)
+	if fe == nil {
+		q, errs = refValidateWire(d, &w, i)
 		return q, errs, false
 	}
-	q, errs = refValidateWire(d, &w, i)
+	if fe.Field == "event" {
+		return q, []FieldError{*fe}, false
+	}
+	errs = append(errs, *fe)
+	_, more := refValidateWire(d, &w, i)
+	for _, e := range more {
+		if e.Field != fe.Field {
+			errs = append(errs, e)
+		}
+	}
 	return q, errs, false
+}
+
+// refProblem returns the first problem of the fields of the event raw, in
+// the order of the input, and counts its ignored fields in d.Ignored.
+func refProblem(d Decoder, raw json.RawMessage, i int) *FieldError {
+	if string(raw) == "null" {
+		return nil
+	}
+	var problem *FieldError
+	set := func(field, msg string) {
+		if problem == nil {
+			problem = &FieldError{Index: i, Field: field, Message: msg}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // '{'
+		panic(err)
+	}
+	for n := 1; dec.More(); n++ {
+		start := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			panic(err)
+		}
+		name := tok.(string)
+		rawKey := bytes.TrimLeft(raw[start:dec.InputOffset()], " \t\r\n,")
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			panic(err)
+		}
+		if n > MaxEventFields {
+			set("event", fmt.Sprintf("has more than %d fields", MaxEventFields))
+		}
+		// The field alone, decoded strictly, says whether the key is
+		// known and the value of the right type.
+		member := []byte(string(rawKey) + ":" + string(val))
+		err = refDecodeStrict([]byte("{" + string(member) + "}"))
+		var typeErr *json.UnmarshalTypeError
+		quoted := strings.Trim(strconv.Quote(name), `"`)
+		switch {
+		case errors.As(err, &typeErr):
+			set(typeErr.Field, "must be "+refJSONKind(typeErr))
+		case err != nil && strings.HasPrefix(err.Error(), "json: unknown field "):
+			switch {
+			case d.StrictFields:
+				set(quoted, "is not a known field")
+			case !refValidStrings(member):
+				set(quoted, "must be valid UTF-8")
+			case problem == nil && d.Ignored != nil:
+				refIgnore(d.Ignored, name)
+			}
+		case err != nil:
+			panic(err)
+		case !refValidStrings(val):
+			set(refCanonical(rawKey), "must be valid UTF-8")
+		}
+	}
+	return problem
+}
+
+// refDecodeStrict decodes data into a Wire, refusing unknown fields.
+func refDecodeStrict(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var w Wire
+	return dec.Decode(&w)
+}
+
+// refCanonical returns the name of the field of Wire the key rawKey (in
+// JSON, quotes and escapes included) names: encoding/json's type errors
+// say it.
+func refCanonical(rawKey []byte) string {
+	for _, v := range []string{"0", `""`} {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(refDecodeStrict([]byte("{"+string(rawKey)+":"+v+"}")), &typeErr) {
+			return typeErr.Field
+		}
+	}
+	panic("no field of Wire is named " + string(rawKey))
+}
+
+// refIgnore is IgnoredFields.add.
+func refIgnore(g *IgnoredFields, name string) {
+	g.Count++
+	for len(name) > MaxIgnoredNameLen {
+		_, n := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-n]
+	}
+	if len(g.Names) < MaxIgnoredNames && !slices.Contains(g.Names, name) {
+		g.Names = append(g.Names, name)
+	}
+}
+
+// refValidStrings reports whether every string in the well-formed JSON
+// text data is valid: valid UTF-8 whose \u escapes make well-formed UTF-16.
+func refValidStrings(data []byte) bool {
+	for i := 0; i < len(data); i++ {
+		if data[i] != '"' {
+			continue
+		}
+		j := i + 1
+		for data[j] != '"' {
+			if data[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if !refValidString(data[i+1 : j]) {
+			return false
+		}
+		i = j
+	}
+	return true
+}
+
+func refValidString(s []byte) bool {
+	if !utf8.Valid(s) {
+		return false
+	}
+	// The string as UTF-16 code units.
+	var units []uint16
+	for i := 0; i < len(s); {
+		switch {
+		case s[i] == '\\' && s[i+1] == 'u':
+			u, err := strconv.ParseUint(string(s[i+2:i+6]), 16, 16)
+			if err != nil {
+				panic(err)
+			}
+			units = append(units, uint16(u))
+			i += 6
+		case s[i] == '\\':
+			units = append(units, uint16(s[i+1])) // stands for a character of the BMP
+			i += 2
+		default:
+			r, n := utf8.DecodeRune(s[i:])
+			units = utf16.AppendRune(units, r)
+			i += n
+		}
+	}
+	for k := 0; k < len(units); k++ {
+		switch u := units[k]; {
+		case utf16.IsSurrogate(rune(u)) && u < 0xdc00:
+			if k+1 == len(units) || !utf16.IsSurrogate(rune(units[k+1])) || units[k+1] < 0xdc00 {
+				return false
+			}
+			k++
+		case utf16.IsSurrogate(rune(u)):
+			return false
+		}
+	}
+	return true
 }
 
 func refValidateWire(d Decoder, w *Wire, i int) (Request, []FieldError) {
@@ -129,7 +294,6 @@ func refValidateWire(d Decoder, w *Wire, i int) (Request, []FieldError) {
 
 func refOne(d Decoder, data []byte, i int) (Request, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	q, errs, fatal := refNext(d, dec, i)
 	if !fatal && dec.More() {
 		errs = append(errs, FieldError{Index: i, Field: "body", Message: "unexpected data after the JSON object"})
@@ -140,23 +304,6 @@ func refOne(d Decoder, data []byte, i int) (Request, error) {
 		return Request{}, be
 	}
 	return q, nil
-}
-
-func refDecodeError(i int, err error) (fe FieldError, fatal bool) {
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &typeErr):
-		field := typeErr.Field
-		if field == "" {
-			return FieldError{Index: i, Field: "event", Message: "must be a JSON object"}, false
-		}
-		return FieldError{Index: i, Field: field, Message: "must be " + refJSONKind(typeErr)}, false
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return FieldError{Index: i, Field: name, Message: "is not a known field"}, false
-	default:
-		return refMalformedField(i, err), true
-	}
 }
 
 func refMalformed(i int, err error) *BatchError {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,6 +75,12 @@ var decodeSeeds = []string{
 	`{"endpoint":"/a\`,
 	`{"\u0065ndpoint":"/a","response_time_ms":1,"status_code":200}`,
 	"{\"endpoint\xff\":\"/a\",\"response_time_ms\":1,\"status_code\":200}",
+	`{"endpoint":"/a","response_time_ms":1,"status_code":200,"x":"\ud83d\ude00","y":["\ud800"]}`,
+	`{"endpoint":"/a","response_time_ms":1,"status_code":200,"x\ud800":1}`,
+	"{\"endpoint\":\"/a\",\"response_time_ms\":1,\"status_code\":200,\"x\":{\"\xff\":1}}",
+	"{\"endpoint\":[\"\xff\"],\"response_time_ms\":1,\"status_code\":200}",
+	`{"endpoint":"/a\ud83d\n\ude00","response_time_ms":1,"status_code":200}`,
+	`{"endpoint":"/a","response_time_ms":1,"status_code":200,"a":1,"b":2,"a":3,"A":4}`,
 	`{"x\"":1}`, `{"\"x":1}`, `{"\n":1}`, `{"é":1}`, `{"\ud800":1}`, `{"":1}`, `{"event":1}`, `{"Event":1}`,
 
 	// Keys: case, folding, duplicates, null.
@@ -176,18 +183,31 @@ var largeInputs = []string{
 	"[" + strings.Repeat(sampleEvent+",", 999) + sampleEvent + "]",
 	strings.Repeat(sampleEvent+"\n", 1000),
 	`{"endpoint":"/` + strings.Repeat(`\u00e9`, 300) + `","response_time_ms":1,"status_code":200,"error_message":"` + strings.Repeat("\xff", 3000) + `"}`,
+	// At most MaxEventFields fields an event, and names of ignored fields
+	// bounded in number and length.
+	manyFields(MaxEventFields, ""),
+	manyFields(MaxEventFields+1, ""),
+	manyFields(MaxEventFields, `"status_code":"x",`),
+	"[" + manyFields(MaxEventFields, "") + "," + manyFields(MaxEventFields+1, "") + "]",
+	`{"endpoint":"/a","response_time_ms":1,"status_code":200,"` + strings.Repeat("é", 40) + `":1,"` + strings.Repeat("x", 63) + `é":1,"` +
+		strings.Repeat("x", 64) + `é":1,"` + strings.Repeat("x", 64) + `":1}`,
+}
+
+// manyFields is an event of n fields, 3 of them known, after the members
+// in prefix.
+func manyFields(n int, prefix string) string {
+	var b strings.Builder
+	b.WriteString(`{` + prefix + `"endpoint":"/a","response_time_ms":1,"status_code":200`)
+	for i := range n - 3 {
+		fmt.Fprintf(&b, `,"x%d":%d`, i, i)
+	}
+	return b.String() + "}"
 }
 
 func TestDecodeMatchesReferenceOnLargeInputs(t *testing.T) {
 	for _, s := range largeInputs {
 		for _, maxEvents := range []int{3, 1000} {
-			d := fuzzDecoder(maxEvents)
-			got, err := d.JSON([]byte(s))
-			want, wantErr := refJSON(d, []byte(s))
-			sameDecode(t, fmt.Sprintf("JSON with MaxEvents %d", maxEvents), []byte(s), got, err, want, wantErr)
-			got, err = d.NDJSON([]byte(s))
-			want, wantErr = refNDJSON(d, []byte(s))
-			sameDecode(t, fmt.Sprintf("NDJSON with MaxEvents %d", maxEvents), []byte(s), got, err, want, wantErr)
+			matchReference(t, []byte(s), maxEvents)
 		}
 	}
 }
@@ -210,26 +230,45 @@ func FuzzDecodeMatchesReference(f *testing.F) {
 			return
 		}
 		orig := bytes.Clone(data)
-		for _, ndjson := range []bool{false, true} {
-			decode, ref, what := Decoder.JSON, refJSON, "JSON"
-			if ndjson {
-				decode, ref, what = Decoder.NDJSON, refNDJSON, "NDJSON"
-			}
-			// A high limit matters only where a low one was hit.
-			for _, maxEvents := range []int{3, 1000} {
-				d := fuzzDecoder(maxEvents)
-				got, err := decode(d, data)
-				want, wantErr := ref(d, data)
-				sameDecode(t, fmt.Sprintf("%s with MaxEvents %d", what, maxEvents), data, got, err, want, wantErr)
-				if !errors.Is(wantErr, ErrTooManyEvents) {
-					break
-				}
+		// A high limit matters only where a low one was hit.
+		for _, maxEvents := range []int{3, 1000} {
+			if !matchReference(t, data, maxEvents) {
+				break
 			}
 		}
 		if !bytes.Equal(data, orig) {
 			t.Fatalf("decoding changed its input")
 		}
 	})
+}
+
+// matchReference decodes data with the parser and with the reference, as
+// JSON and as NDJSON, with StrictFields and without, and fails t unless
+// they agree, on the ignored fields too. It reports whether the reference
+// found more than maxEvents events.
+func matchReference(t *testing.T, data []byte, maxEvents int) (tooMany bool) {
+	t.Helper()
+	for _, ndjson := range []bool{false, true} {
+		decode, ref, what := Decoder.JSON, refJSON, "JSON"
+		if ndjson {
+			decode, ref, what = Decoder.NDJSON, refNDJSON, "NDJSON"
+		}
+		for _, strict := range []bool{false, true} {
+			d, rd := fuzzDecoder(maxEvents), fuzzDecoder(maxEvents)
+			d.StrictFields, rd.StrictFields = strict, strict
+			d.Ignored, rd.Ignored = &IgnoredFields{}, &IgnoredFields{}
+			what := fmt.Sprintf("%s with MaxEvents %d, StrictFields %v", what, maxEvents, strict)
+			got, err := decode(d, data)
+			want, wantErr := ref(rd, data)
+			sameDecode(t, what, data, got, err, want, wantErr)
+			if err == nil && (d.Ignored.Count != rd.Ignored.Count || !slices.Equal(d.Ignored.Names, rd.Ignored.Names)) {
+				t.Fatalf("%s of %q: ignored %d fields %q; want %d fields %q", what, data,
+					d.Ignored.Count, d.Ignored.Names, rd.Ignored.Count, rd.Ignored.Names)
+			}
+			tooMany = tooMany || errors.Is(wantErr, ErrTooManyEvents)
+		}
+	}
+	return tooMany
 }
 
 // sameDecode fails t unless got and err are what the reference decoder
@@ -291,35 +330,44 @@ func FuzzValidationHelpersMatchReference(f *testing.F) {
 	})
 }
 
+// decodeOutcome is what decoding body gives, in one line per field error,
+// "n events", or the error.
+func decodeOutcome(d Decoder, ndjson bool, body string) []string {
+	decode := d.JSON
+	if ndjson {
+		decode = d.NDJSON
+	}
+	reqs, err := decode([]byte(body))
+	var got []string
+	var be *BatchError
+	switch {
+	case errors.As(err, &be):
+		for _, e := range be.Errors {
+			msg := e.Message
+			if strings.HasPrefix(msg, "is not valid JSON") {
+				msg = "is not valid JSON"
+			}
+			got = append(got, fmt.Sprintf("%d %s: %s", e.Index, e.Field, msg))
+		}
+	case err != nil:
+		got = []string{err.Error()}
+	default:
+		got = []string{fmt.Sprintf("%d events", len(reqs))}
+	}
+	return got
+}
+
 // TestDecodeLikeEncodingJSON pins down the rules of encoding/json that the
-// parser follows, some of them surprising, so that they stay documented
-// when the reference implementation is gone.
+// parser follows (with StrictFields, as json.Decoder with
+// DisallowUnknownFields), some of them surprising, so that they stay
+// documented when the reference implementation is gone.
 func TestDecodeLikeEncodingJSON(t *testing.T) {
 	const ok = `"endpoint":"/a","response_time_ms":1,"status_code":200`
 	f := func(ndjson bool, body string, want ...string) {
 		t.Helper()
 		d := fuzzDecoder(3)
-		decode := d.JSON
-		if ndjson {
-			decode = d.NDJSON
-		}
-		reqs, err := decode([]byte(body))
-		var got []string
-		var be *BatchError
-		switch {
-		case errors.As(err, &be):
-			for _, e := range be.Errors {
-				msg := e.Message
-				if strings.HasPrefix(msg, "is not valid JSON") {
-					msg = "is not valid JSON"
-				}
-				got = append(got, fmt.Sprintf("%d %s: %s", e.Index, e.Field, msg))
-			}
-		case err != nil:
-			got = []string{err.Error()}
-		default:
-			got = []string{fmt.Sprintf("%d events", len(reqs))}
-		}
+		d.StrictFields = true
+		got := decodeOutcome(d, ndjson, body)
 		if strings.Join(got, "; ") != strings.Join(want, "; ") {
 			t.Errorf("decoding %q: got\n%q; want\n%q", body, got, want)
 		}
@@ -490,9 +538,9 @@ func BenchmarkDecodeSingleEvent(b *testing.B) {
 // every type, escapes, odd numbers, white space anywhere, and now and then
 // a cut or a stray byte.
 func TestDecodeMatchesReferenceOnGeneratedEvents(t *testing.T) {
-	n := 20000
+	n := 5000
 	if testing.Short() {
-		n = 2000
+		n = 1000
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	pick := func(list ...string) string { return list[rnd.IntN(len(list))] }
@@ -512,7 +560,8 @@ func TestDecodeMatchesReferenceOnGeneratedEvents(t *testing.T) {
 		case 2:
 			k = strings.Replace(k, "e", `\u0065`, 1)
 		case 3:
-			k = pick("colour", "event", "", "endpoint ", `x\"`, "\xff", "ENDPOINTS", "responsetime_ms")
+			k = pick("colour", "event", "", "endpoint ", `x\"`, "\xff", "ENDPOINTS", "responsetime_ms", `\ud800`, `\ud83d\ude00x`,
+				"é"+strings.Repeat("x", MaxIgnoredNameLen-2)+"é", "colour"+strconv.Itoa(rnd.IntN(30)))
 		}
 		return `"` + k + `"`
 	}
@@ -599,13 +648,7 @@ func TestDecodeMatchesReferenceOnGeneratedEvents(t *testing.T) {
 			}
 		}
 		for _, maxEvents := range []int{3, 1000} {
-			d := fuzzDecoder(maxEvents)
-			got, err := d.JSON([]byte(body))
-			want, wantErr := refJSON(d, []byte(body))
-			sameDecode(t, fmt.Sprintf("JSON with MaxEvents %d", maxEvents), []byte(body), got, err, want, wantErr)
-			got, err = d.NDJSON([]byte(body))
-			want, wantErr = refNDJSON(d, []byte(body))
-			sameDecode(t, fmt.Sprintf("NDJSON with MaxEvents %d", maxEvents), []byte(body), got, err, want, wantErr)
+			matchReference(t, []byte(body), maxEvents)
 		}
 	}
 }

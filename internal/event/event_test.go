@@ -132,7 +132,7 @@ func TestDecodeJSON(t *testing.T) {
 	bad(``, FieldError{Field: "body"})
 	bad(`[]`, FieldError{Field: "body"})
 	bad(`{"endpoint":`, FieldError{Field: "body"})
-	bad(`{"endpoint":"/a","response_time_ms":1,"status_code":200,"colour":"red"}`, FieldError{Field: "colour"})
+	bad(`{"endpoint":"/a\ud800","response_time_ms":1,"status_code":200,"colour":"red"}`, FieldError{Field: "endpoint"})
 	bad(`{"endpoint":"/a","response_time_ms":"1","status_code":200}`, FieldError{Field: "response_time_ms"})
 	bad(`{"endpoint":"/a","response_time_ms":1,"status_code":200.5}`, FieldError{Field: "status_code"})
 	bad(`[{"endpoint":"/a","response_time_ms":1,"status_code":200},{"endpoint":"","response_time_ms":1,"status_code":700}]`,

@@ -10,11 +10,14 @@ import (
 )
 
 // The parser below reads the JSON of request metrics in a single pass. It
-// accepts exactly the input encoding/json accepts (RFC 8259, nesting at most
-// maxDepth deep) and decodes a value into a Wire the way json.Decoder with
-// DisallowUnknownFields does, so that every body is accepted or rejected
-// with the same field errors as when Decoder used encoding/json. The
-// differential fuzz test FuzzDecodeMatchesReference holds it to that.
+// accepts exactly the syntax encoding/json accepts (RFC 8259, nesting at
+// most maxDepth deep) and decodes a value into a Wire the way json.Decoder
+// does (with DisallowUnknownFields when the Decoder is strict), with three
+// rules of its own: a string holding invalid UTF-8 or an unpaired surrogate
+// escape is an error of the field it is in (encoding/json would store
+// U+FFFD); an event of more than MaxEventFields fields is an error; and
+// unknown fields are counted and named. The differential fuzz test
+// FuzzDecodeMatchesReference holds it to its reference model.
 
 // maxDepth is how deeply encoding/json lets arrays and objects nest.
 const maxDepth = 10000
@@ -141,12 +144,15 @@ type wireValue struct {
 	sc     int
 	rtSet  bool // ResponseTimeMS is non-nil, pointing at rt
 	scSet  bool // StatusCode is non-nil, pointing at sc
-	failed bool // the value had an unknown key or a value of the wrong type
-	// The first such problem, like the error of json.Decoder.Decode: the
-	// field and message, or, for an unknown key, where the key is (its
-	// error message is made only if the value turns out well-formed).
+	failed bool // the value had a problem: see problem
+	// The first problem, in the order of the input (for the problems
+	// encoding/json sees, like the error of json.Decoder.Decode): the
+	// field and message, or, for a field named by an unknown key, where
+	// the key is (its name is made only if the value turns out
+	// well-formed).
 	errField, errMsg string
-	unknown          strRef
+	key              strRef
+	fields           int // how many fields (keys) the object has
 }
 
 // fail records a problem unless an earlier one was recorded.
@@ -156,18 +162,36 @@ func (v *wireValue) fail(field, msg string) {
 	}
 }
 
+// failKey records a problem with the field of the unknown key at r unless
+// an earlier one was recorded.
+func (v *wireValue) failKey(r strRef, msg string) {
+	if !v.failed {
+		v.failed, v.key, v.errMsg = true, r, msg
+	}
+}
+
 // problem returns the field and message of the error v.failed reports.
 func (p *parser) problem(v *wireValue) (field, msg string) {
-	if !v.unknown.set {
+	if !v.key.set {
 		return v.errField, v.errMsg
 	}
-	key := p.data[v.unknown.start:v.unknown.end]
-	if !v.unknown.plain {
+	key := p.data[v.key.start:v.key.end]
+	if !v.key.plain {
 		key = unquote(nil, key)
 	}
 	// What encoding/json's error says: the key quoted by %q.
-	return strings.Trim(strconv.Quote(string(key)), `"`), "is not a known field"
+	return strings.Trim(strconv.Quote(string(key)), `"`), v.errMsg
 }
+
+// Messages of the problems the parser finds.
+const (
+	msgUnknownField = "is not a known field"
+	msgInvalidUTF8  = "must be valid UTF-8"
+)
+
+// tooManyFields is the message of an event with more than MaxEventFields
+// fields.
+var tooManyFields = fmt.Sprintf("has more than %d fields", MaxEventFields)
 
 // mistyped records that field f was given a JSON value of the wrong type.
 // encoding/json allocates a nil pointer field before it looks at the value,
@@ -203,6 +227,11 @@ type parser struct {
 	text    string    // a copy of data, made when the first string is needed
 	scratch []byte    // for unquoting strings
 	ids     randomIDs // for events without a request ID
+	// badUTF8 is set by str when a string holds invalid UTF-8 or an
+	// unpaired surrogate escape; object clears it before each field.
+	badUTF8 bool
+	strict  bool           // unknown keys are errors
+	ignored *IgnoredFields // where unknown keys are counted, if not strict; may be nil
 }
 
 // guessEvents guesses how many events data holds, at most limit, from the
@@ -284,6 +313,7 @@ func (p *parser) object(v *wireValue) error {
 		if p.data[p.pos] != '"' {
 			return p.unexpected(p.pos, "expecting an object key")
 		}
+		p.badUTF8 = false
 		ks, ke, plain, err := p.str()
 		if err != nil {
 			return err
@@ -305,15 +335,10 @@ func (p *parser) object(v *wireValue) error {
 			p.scratch = unquote(p.scratch[:0], key)
 			key = p.scratch
 		}
-		if f := lookupField(key); f != fieldUnknown {
-			err = p.field(v, f)
-		} else {
-			if !v.failed {
-				v.failed, v.unknown = true, strRef{start: ks, end: ke, set: true, plain: plain}
-			}
-			err = p.skip(1)
+		if v.fields++; v.fields > MaxEventFields {
+			v.fail("event", tooManyFields)
 		}
-		if err != nil {
+		if err := p.member(v, lookupField(key), strRef{start: ks, end: ke, set: true, plain: plain}); err != nil {
 			return err
 		}
 		p.skipSpace()
@@ -334,6 +359,40 @@ func (p *parser) object(v *wireValue) error {
 			return p.unexpected(p.pos, "expecting ',' or '}'")
 		}
 	}
+}
+
+// member decodes the value at p.pos, that of the key at k, which names
+// field f (or fieldUnknown), into v. Within one member a value of the wrong
+// type is reported before invalid UTF-8.
+func (p *parser) member(v *wireValue, f wireField, k strRef) error {
+	if f != fieldUnknown {
+		if err := p.field(v, f); err != nil {
+			return err
+		}
+		if p.badUTF8 {
+			v.fail(fieldNames[f], msgInvalidUTF8)
+		}
+		return nil
+	}
+	if p.strict {
+		v.failKey(k, msgUnknownField)
+		return p.skip(1)
+	}
+	if err := p.skip(1); err != nil {
+		return err
+	}
+	switch {
+	case p.badUTF8: // in the key or the value
+		v.failKey(k, msgInvalidUTF8)
+	case p.ignored != nil && !v.failed:
+		key := p.data[k.start:k.end]
+		if !k.plain {
+			p.scratch = unquote(p.scratch[:0], key)
+			key = p.scratch
+		}
+		p.ignored.add(key)
+	}
+	return nil
 }
 
 // field decodes the value at p.pos into field f of v, with the rules of
@@ -614,11 +673,13 @@ var plainByte = func() (t [256]bool) {
 
 // str reads the string at p.pos and returns where its contents are, and
 // whether they are plain: free of escapes and valid UTF-8, so that they need
-// no unquoting.
+// no unquoting. It sets p.badUTF8 if the contents are not valid UTF-8 or
+// hold a \u escape of a surrogate that is not half of a pair.
 func (p *parser) str() (start, end int, plain bool, err error) {
 	data := p.data
 	start = p.pos + 1
-	escaped, nonASCII := false, false
+	escaped, nonASCII, badEscape := false, false, false
+	high := -1 // where the escape that pairs the last high surrogate escape must start
 	for i := start; ; {
 		for i < len(data) && plainByte[data[i]] {
 			i++
@@ -629,10 +690,14 @@ func (p *parser) str() (start, end int, plain bool, err error) {
 		switch c := data[i]; {
 		case c == '"':
 			p.pos = i + 1
-			plain = !escaped && (!nonASCII || utf8.Valid(data[start:i]))
-			return start, i, plain, nil
+			valid := !badEscape && high < 0 && (!nonASCII || utf8.Valid(data[start:i]))
+			if !valid {
+				p.badUTF8 = true
+			}
+			return start, i, valid && !escaped, nil
 		case c == '\\':
 			escaped = true
+			esc := i
 			i++
 			if i >= len(data) {
 				return 0, 0, false, p.eof()
@@ -651,6 +716,17 @@ func (p *parser) str() (start, end int, plain bool, err error) {
 					}
 				}
 				i++
+				// A low surrogate must follow a high one at once, and a
+				// high one must be followed by a low one.
+				r := hex4(data[i-4 : i])
+				low := 0xdc00 <= r && r < 0xe000
+				if (high >= 0 || low) && !(low && high == esc) {
+					badEscape = true
+				}
+				high = -1
+				if 0xd800 <= r && r < 0xdc00 {
+					high = i
+				}
 			default:
 				return 0, 0, false, p.unexpected(i, "in a string escape")
 			}
