@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test bench cover lint dashboard
+.PHONY: help build run test soak bench cover lint dashboard
 
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ run: build ## run the whole pipeline on embedded NATS and chDB (the first run do
 
 test: ## start what the tests need (ClickHouse, Postgres, Redis, NATS, Alertmanager, Chromium), run every Go test with -race, then the TypeScript client's tests
 	scripts/test.sh
+
+soak: ## the fault suite again and again under load for SOAK_DURATION (default 10m), then a table: fault, events sent, accepted, stored, duplicated, lost
+	scripts/test.sh -tags chdb,soak -run '^TestSoak$$' -timeout 60m -v ./cmd/pulse/
 
 bench: ## end-to-end and raw-limit benchmarks against the ClickHouse server, plus hot-path micro-benchmarks
 	scripts/bench.sh
