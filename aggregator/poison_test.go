@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wedsync/pulse/internal/event"
 	"github.com/wedsync/pulse/internal/stream"
@@ -75,20 +74,8 @@ func TestPoisonBatchIsolated(t *testing.T) {
 			if agg.Stats().Retries.Load() == 0 {
 				t.Error("no failed insert counted; the batch was never refused (is the poison column there?)")
 			}
-			st, err := js.Stream(ctx, "PULSE_DEADLETTER")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			msgs, err := cons.FetchNoWait(10)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var dead []string
-			for m := range msgs.Messages() {
+			for _, m := range deadLetters(t, js) {
 				if reason := m.Headers().Get(stream.HeaderReason); !strings.Contains(reason, "throwIf") {
 					t.Errorf("dead letter's %s = %q; want the server's throwIf refusal", stream.HeaderReason, reason)
 				}
