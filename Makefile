@@ -8,7 +8,7 @@ GOVULNCHECK_VERSION := v1.9.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test bench cover lint dashboard cluster
+.PHONY: help build run test soak bench cover lint dashboard cluster
 
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ cluster: ## run the production topology on loopback until Ctrl-C: ZooKeeper, 2 C
 
 test: ## start what the tests need (ClickHouse, Postgres, Redis, NATS, Alertmanager, Chromium), run every Go test with -race, then the TypeScript client's tests
 	scripts/test.sh
+
+soak: ## the fault suite again and again under load for SOAK_DURATION (default 10m), then a table: fault, events sent, accepted, stored, duplicated, lost
+	scripts/test.sh -tags chdb,soak -run '^TestSoak$$' -timeout 60m -v ./cmd/pulse/
 
 bench: ## end-to-end and raw-limit benchmarks against the ClickHouse server, plus hot-path micro-benchmarks
 	scripts/bench.sh

@@ -89,6 +89,7 @@ type Stats struct {
 	Batches     atomic.Uint64 // inserts committed
 	DeadLetters atomic.Uint64 // messages moved to the dead-letter subject
 	Retries     atomic.Uint64 // failed insert attempts
+	Refused     atomic.Uint64 // messages dead-lettered because ClickHouse refused their rows (also in DeadLetters)
 	LastInsert  atomic.Int64  // duration of the last committed insert, retries included, ns
 }
 
@@ -354,8 +355,9 @@ func plausible(q *event.Request) bool {
 
 // deadLetter republishes msg with the reason on the dead-letter subject and
 // terminates it. If the dead letter cannot be persisted, msg is left unacked
-// and comes back later: nothing is dropped silently.
-func (a *Aggregator) deadLetter(msg jetstream.Msg, reason string) {
+// and comes back later: nothing is dropped silently. It reports whether msg
+// was dead-lettered.
+func (a *Aggregator) deadLetter(msg jetstream.Msg, reason string) bool {
 	dl := &nats.Msg{
 		Subject: stream.SubjectDeadLetter + strings.TrimPrefix(msg.Subject(), "pulse."),
 		Header:  nats.Header{},
@@ -371,17 +373,21 @@ func (a *Aggregator) deadLetter(msg jetstream.Msg, reason string) {
 	if _, err := a.js.PublishMsg(ctx, dl); err != nil {
 		a.log.Warn().Err(err).Msg("dead letter not persisted; message will be redelivered")
 		_ = msg.NakWithDelay(5 * time.Second)
-		return
+		return false
 	}
 	a.stats.DeadLetters.Add(1)
 	a.log.Warn().Str("subject", msg.Subject()).Str("reason", truncate(reason, 200)).Msg("message dead-lettered")
 	_ = msg.Term()
+	return true
 }
 
-// flush commits b and acks its messages. An insert that fails is retried
-// with backoff, the messages heartbeating meanwhile, until it succeeds or,
-// after ctx ended, the drain timeout passes; then the messages stay unacked
-// and JetStream redelivers them.
+// flush commits b and acks its messages. An insert that fails for a
+// retryable reason (see permanent) is retried with backoff, the messages
+// heartbeating meanwhile, until it succeeds or, after ctx ended, the drain
+// timeout passes; then the messages stay unacked and JetStream redelivers
+// them. An insert the server refuses for its rows is split until the
+// messages it refuses are alone; those are dead-lettered and the rest
+// committed (see commit).
 func (a *Aggregator) flush(ctx context.Context, b *batch) {
 	if len(b.msgs) == 0 {
 		return
@@ -394,11 +400,22 @@ func (a *Aggregator) flush(ctx context.Context, b *batch) {
 	defer stop()
 	hb := heartbeat(b.msgs, a.cfg.AckWait/4)
 	defer hb()
+	a.commit(wctx, b)
+}
 
+// commit writes b and acks its messages, retrying retryable failures with
+// backoff. When the server refuses b's rows (a permanent failure), commit
+// bisects: it commits each half of b's messages the same way, so that a
+// refused message ends up alone in a batch, where it is dead-lettered with
+// the server's reason. Messages of a half that was committed are acked at
+// once; the sink's check of stored keys keeps retried halves from storing
+// a row twice (the halves are all suspect). commit reports false when it
+// stopped because ctx ended; what it did not ack is then redelivered.
+func (a *Aggregator) commit(ctx context.Context, b *batch) bool {
 	backoff := 100 * time.Millisecond
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
-		err := a.sink.write(wctx, b)
+		err := a.sink.write(ctx, b)
 		if err == nil {
 			d := time.Since(start)
 			a.stats.LastInsert.Store(int64(d))
@@ -409,16 +426,19 @@ func (a *Aggregator) flush(ctx context.Context, b *batch) {
 			for _, m := range b.msgs {
 				_ = m.Ack()
 			}
-			return
+			return true
 		}
 		a.stats.Retries.Add(1)
 		b.allSuspect = true
-		if wctx.Err() != nil {
+		if ctx.Err() != nil {
 			a.log.Error().Err(err).Int("messages", len(b.msgs)).Msg("shutting down with an uncommitted batch; it will be redelivered")
-			return
+			return false
+		}
+		if permanent(err) {
+			return a.isolate(ctx, b, err)
 		}
 		a.log.Warn().Err(err).Int("attempt", attempt).Int("rows", b.rows()).Dur("backoff", backoff).Msg("insert failed; retrying")
-		sleep(wctx, backoff)
+		sleep(ctx, backoff)
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }

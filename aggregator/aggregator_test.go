@@ -206,6 +206,20 @@ func TestEventsSentEqualRowsStored(t *testing.T) {
 
 func assertDeadLetters(t *testing.T, js jetstream.JetStream, want int) {
 	t.Helper()
+	msgs := deadLetters(t, js)
+	for _, m := range msgs {
+		if m.Headers().Get(stream.HeaderReason) == "" || m.Headers().Get(stream.HeaderSubject) == "" {
+			t.Errorf("dead letter on %s lacks reason or subject headers: %v", m.Subject(), m.Headers())
+		}
+	}
+	if len(msgs) != want {
+		t.Errorf("dead-letter stream holds %d messages; want %d", len(msgs), want)
+	}
+}
+
+// deadLetters returns the messages of the dead-letter stream (up to 100).
+func deadLetters(t *testing.T, js jetstream.JetStream) []jetstream.Msg {
+	t.Helper()
 	ctx := context.Background()
 	st, err := js.Stream(ctx, "PULSE_DEADLETTER")
 	if err != nil {
@@ -215,20 +229,15 @@ func assertDeadLetters(t *testing.T, js jetstream.JetStream, want int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := cons.FetchNoWait(100)
+	batch, err := cons.FetchNoWait(100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for m := range msgs.Messages() {
-		n++
-		if m.Headers().Get(stream.HeaderReason) == "" || m.Headers().Get(stream.HeaderSubject) == "" {
-			t.Errorf("dead letter on %s lacks reason or subject headers: %v", m.Subject(), m.Headers())
-		}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
 	}
-	if n != want {
-		t.Errorf("dead-letter stream holds %d messages; want %d", n, want)
-	}
+	return msgs
 }
 
 // TestRedeliveryDoesNotDuplicate stores part of a message's rows, as a

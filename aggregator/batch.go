@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +21,9 @@ type rowKey struct {
 // column is one column of a table's pending rows.
 type column interface {
 	keep(mask []bool)
+	// appendFrom appends the values of src, a column of the same type,
+	// where mask is true.
+	appendFrom(src column, mask []bool)
 	ch() chstore.Column
 }
 
@@ -37,6 +41,14 @@ func (c *col[T]) keep(mask []bool) {
 		}
 	}
 	c.v = c.v[:n]
+}
+
+func (c *col[T]) appendFrom(src column, mask []bool) {
+	for i, v := range src.(*col[T]).v {
+		if mask[i] {
+			c.v = append(c.v, v)
+		}
+	}
 }
 
 func (c *col[T]) ch() chstore.Column { return chstore.Column{Name: c.name, Values: c.v} }
@@ -84,6 +96,18 @@ func (r *rows) drop(stored map[rowKey]bool) int {
 		}
 	}
 	return n
+}
+
+// appendFrom appends the rows of src, rows of the same table, whose
+// stream sequence is in seqs.
+func (r *rows) appendFrom(src *rows, seqs map[uint64]bool) {
+	mask := make([]bool, src.len())
+	for i, seq := range src.seq.v {
+		mask[i] = seqs[seq]
+	}
+	for i, c := range r.cols {
+		c.appendFrom(src.cols[i], mask)
+	}
 }
 
 func (r *rows) columns() []chstore.Column {
@@ -236,6 +260,40 @@ func (b *batch) addMsg(msg jetstream.Msg, seq uint64, redelivered bool) {
 	if redelivered {
 		b.suspect[seq] = true
 	}
+}
+
+// sequences returns the distinct stream sequences of b's messages, in
+// ascending order.
+func (b *batch) sequences() []uint64 {
+	seqs := make([]uint64, 0, len(b.seqs))
+	for seq := range b.seqs {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	return seqs
+}
+
+// subset returns a batch of b's messages whose stream sequence is in
+// seqs, with their rows. Every message of the subset is suspect: b was
+// tried, and part of it may be stored.
+func (b *batch) subset(seqs []uint64) *batch {
+	in := make(map[uint64]bool, len(seqs))
+	for _, seq := range seqs {
+		in[seq] = true
+	}
+	s := newBatch()
+	s.first, s.allSuspect = b.first, true
+	for _, m := range b.msgs {
+		if meta, err := m.Metadata(); err == nil && in[meta.Sequence.Stream] {
+			s.msgs = append(s.msgs, m)
+			s.seqs[meta.Sequence.Stream] = true
+		}
+	}
+	dst := s.tables()
+	for i, t := range b.tables() {
+		dst[i].appendFrom(t, in)
+	}
+	return s
 }
 
 func (b *batch) hasSuspects() bool { return b.allSuspect || len(b.suspect) > 0 }

@@ -16,6 +16,7 @@ import (
 //	pulse_aggregator_batches_total                  counter   inserts committed
 //	pulse_aggregator_insert_failures_total          counter   failed insert attempts
 //	pulse_aggregator_dead_letters_total             counter   messages dead-lettered
+//	pulse_aggregator_refused_messages_total         counter   of those, messages whose rows ClickHouse refused
 //	pulse_aggregator_duplicate_rows_skipped_total   counter   redelivered rows already stored
 //	pulse_aggregator_last_insert_seconds            gauge     duration of the last committed insert
 //	pulse_aggregator_insert_seconds                 histogram duration of committed inserts
@@ -42,9 +43,12 @@ func (a *Aggregator) registerMetrics(reg prometheus.Registerer) error {
 		batchRows,
 		counter("pulse_aggregator_rows_total", "Rows committed to ClickHouse.", st.Rows.Load),
 		counter("pulse_aggregator_batches_total", "Inserts committed to ClickHouse.", st.Batches.Load),
-		counter("pulse_aggregator_insert_failures_total", "Failed insert attempts; each is retried.", st.Retries.Load),
+		counter("pulse_aggregator_insert_failures_total", "Failed insert attempts; each is retried, or split when ClickHouse refuses the rows.", st.Retries.Load),
 		counter("pulse_aggregator_dead_letters_total", "Ingest messages moved to the dead-letter subject because they were invalid.",
 			st.DeadLetters.Load),
+		counter("pulse_aggregator_refused_messages_total",
+			"Ingest messages moved to the dead-letter subject because ClickHouse refused their rows (also counted in pulse_aggregator_dead_letters_total).",
+			st.Refused.Load),
 		counter("pulse_aggregator_duplicate_rows_skipped_total", "Redelivered rows found already stored and not inserted again.",
 			a.sink.Skipped.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

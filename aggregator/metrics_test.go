@@ -26,6 +26,7 @@ func TestMetricsRegistered(t *testing.T) {
 		"pulse_aggregator_batches_total":                dto.MetricType_COUNTER,
 		"pulse_aggregator_insert_failures_total":        dto.MetricType_COUNTER,
 		"pulse_aggregator_dead_letters_total":           dto.MetricType_COUNTER,
+		"pulse_aggregator_refused_messages_total":       dto.MetricType_COUNTER,
 		"pulse_aggregator_duplicate_rows_skipped_total": dto.MetricType_COUNTER,
 		"pulse_aggregator_last_insert_seconds":          dto.MetricType_GAUGE,
 		"pulse_aggregator_insert_seconds":               dto.MetricType_HISTOGRAM,

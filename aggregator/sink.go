@@ -30,6 +30,13 @@ import (
 // are stored and inserts the rest. Messages delivered for the first time
 // skip the check: no one can have stored their rows.
 //
+// A batch whose rows the server refuses is split by the aggregator (see
+// commit and isolate in poison.go) into halves that are all suspect, so
+// they too are stored exactly once; the message the server refuses alone
+// is dead-lettered whole. Should the server have committed part of that
+// message's rows before refusing the rest (an insert larger than one
+// block), those rows stay stored and are in the dead letter as well.
+//
 // What it does not cover: a replica that kept a message past the consumer's
 // AckWait without a heartbeat while another replica received it again, and
 // both checked before either inserted. Heartbeats (InProgress) during every

@@ -288,7 +288,7 @@ func checkDateTimes(values any) error {
 	}
 	for i, t := range ts {
 		if u := t.Unix(); u < 0 || u > math.MaxUint32 {
-			return fmt.Errorf("row %d: time %s is outside the DateTime range", i, t.UTC().Format(time.RFC3339))
+			return fmt.Errorf("row %d: time %s is outside the DateTime range: %w", i, t.UTC().Format(time.RFC3339), errDateTimeRange)
 		}
 	}
 	return nil
