@@ -61,6 +61,8 @@ type rows struct {
 	seq   col[uint64]
 	idx   col[uint32]
 	cols  []column // every column, ts, stream_seq and seq_idx included
+
+	trimmed bool // rows found stored were dropped: no longer the first attempt's block
 }
 
 // init sets r up in place (its column list points into r itself).
@@ -94,6 +96,7 @@ func (r *rows) drop(stored map[rowKey]bool) int {
 		for _, c := range r.cols {
 			c.keep(mask)
 		}
+		r.trimmed = true
 	}
 	return n
 }
@@ -225,6 +228,7 @@ type batch struct {
 	// allSuspect makes every message suspect.
 	suspect    map[uint64]bool
 	allSuspect bool
+	split      bool // a part of a batch the server refused (see subset)
 
 	requests  *requestRows
 	resources *resourceRows
@@ -282,7 +286,7 @@ func (b *batch) subset(seqs []uint64) *batch {
 		in[seq] = true
 	}
 	s := newBatch()
-	s.first, s.allSuspect = b.first, true
+	s.first, s.allSuspect, s.split = b.first, true, true
 	for _, m := range b.msgs {
 		if meta, err := m.Metadata(); err == nil && in[meta.Sequence.Stream] {
 			s.msgs = append(s.msgs, m)

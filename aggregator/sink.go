@@ -30,6 +30,19 @@ import (
 // are stored and inserts the rest. Messages delivered for the first time
 // skip the check: no one can have stored their rows.
 //
+// On a replicated table (pulse migrate --cluster) the check reads one
+// replica, which may not yet hold a part another replica committed: the
+// part of an insert whose answer was lost when that replica stopped, for
+// instance. So the same query also reads how many replication entries
+// that replica has still to apply, and the check counts only when there
+// are none; until then the batch waits and retries (heartbeating), for as
+// long as the replica holding the part stays down. One case needs no
+// wait: a batch retrying exactly the block its own failed attempt sent
+// (no redelivered message, no row dropped) sends it again, and
+// ReplicatedMergeTree's block deduplication (hashes kept in ZooKeeper for
+// the last replicated_deduplication_window blocks) drops it if the first
+// attempt was committed on any replica.
+//
 // A batch whose rows the server refuses is split by the aggregator (see
 // commit and isolate in poison.go) into halves that are all suspect, so
 // they too are stored exactly once; the message the server refuses alone
@@ -64,6 +77,8 @@ type Store interface {
 	Query(ctx context.Context, query string) (chstore.Rows, error)
 	// T qualifies table with the store's database, for use in a query.
 	T(table string) string
+	// Database is the store's database.
+	Database() string
 }
 
 var _ Store = (*chstore.Store)(nil)
@@ -132,25 +147,48 @@ func (s *Sink) dropStored(ctx context.Context, b *batch, t *rows) error {
 	if err := s.awaitInserts(ctx, t.table, lo, hi); err != nil {
 		return err
 	}
-	q := fmt.Sprintf("SELECT stream_seq, seq_idx FROM %s WHERE ts >= %s AND ts <= %s AND stream_seq >= %d AND stream_seq <= %d",
-		s.store.T(t.table), chstore.DateTime(tlo), chstore.DateTime(thi.Add(time.Second)), lo, hi)
+	// The keys, and in the same query (so from the same server) how far
+	// that server lags its replicas: a row with stream_seq 0, which no
+	// message has, carries the replication entries it has not applied yet.
+	q := fmt.Sprintf(`SELECT stream_seq, seq_idx, toUInt64(0) FROM %s WHERE ts >= %s AND ts <= %s AND stream_seq >= %d AND stream_seq <= %d
+		UNION ALL SELECT toUInt64(0), toUInt32(0), toUInt64(queue_size) + toUInt64(log_pointer <= log_max_index)
+		FROM system.replicas WHERE database = %s AND table = %s`,
+		s.store.T(t.table), chstore.DateTime(tlo), chstore.DateTime(thi.Add(time.Second)), lo, hi,
+		chstore.Quote(s.store.Database()), chstore.Quote(t.table))
 	rows, err := s.store.Query(ctx, q)
 	if err != nil {
 		return fmt.Errorf("read stored keys: %w", err)
 	}
 	defer rows.Close()
 	stored := map[rowKey]bool{}
+	var behind uint64
 	for rows.Next() {
 		var k rowKey
-		if err := rows.Scan(&k.seq, &k.idx); err != nil {
+		var lag uint64
+		if err := rows.Scan(&k.seq, &k.idx, &lag); err != nil {
 			return fmt.Errorf("read stored keys: %w", err)
 		}
-		if b.isSuspect(k.seq) {
+		if k.seq == 0 {
+			behind = lag
+		} else if b.isSuspect(k.seq) {
 			stored[k] = true
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read stored keys: %w", err)
+	}
+	if behind > 0 {
+		// A part another replica committed (perhaps the failed insert
+		// itself, on a replica that then stopped) may not be here yet, so
+		// these keys could be incomplete. When the rows are exactly the
+		// block a failed attempt of this batch sent, sending it again is
+		// safe: ReplicatedMergeTree drops a block whose hash ZooKeeper
+		// already holds, whichever replica committed it. Otherwise the
+		// batch waits for this replica to catch up.
+		if len(b.suspect) == 0 && !b.split && !t.trimmed {
+			return nil
+		}
+		return fmt.Errorf("read stored keys: this replica of %s has %d replication entries to apply first (waiting for them, or for the replica that holds their parts)", t.table, behind)
 	}
 	if n := t.drop(stored); n > 0 {
 		s.Skipped.Add(uint64(n))

@@ -475,8 +475,11 @@ func runSecretsPhase(t *testing.T, bin string, ss secretSet, cfg secretsConfig) 
 		{"broken JSON", metrics, "application/json", nil, `{"endpoint":`, http.StatusBadRequest},
 		{"wrong types", metrics, "application/json", nil, `{"endpoint":1,"response_time_ms":"fast","status_code":2.5}`, http.StatusBadRequest},
 		{"out of range", metrics, "application/json", nil, `[{"endpoint":"/a","response_time_ms":-1,"status_code":700,"user_id":"nope","timestamp":"yesterday","service":"Bad Service","method":"FETCH"}]`, http.StatusBadRequest},
+		// Ignored and named in the 202 (issue #12): its value must not come back.
 		{"unknown field holding a secret", metrics, "application/json", nil,
-			`{"endpoint":"/a","response_time_ms":1,"status_code":200,"dsn":"` + cfg.databaseURL + `"}`, http.StatusBadRequest},
+			`{"endpoint":"/a","response_time_ms":1,"status_code":200,"dsn":"` + cfg.databaseURL + `"}`, http.StatusAccepted},
+		{"unknown field named by a secret", metrics, "application/json", nil,
+			`{"endpoint":"/a","response_time_ms":1,"status_code":200,"` + cfg.databaseURL + `":1}`, http.StatusAccepted},
 		{"broken NDJSON", metrics, "application/x-ndjson", nil, event + "\n{oops\n", http.StatusBadRequest},
 		{"empty body", metrics, "application/json", nil, "", http.StatusBadRequest},
 		{"not gzip", metrics, "application/json", map[string]string{"Content-Encoding": "gzip"}, event, http.StatusBadRequest},

@@ -54,7 +54,9 @@ const (
 // IgnoredFields is what a lenient Decoder ignored: how many fields with an
 // unknown key it met (in all events, duplicates included) and their keys,
 // deduplicated, at most MaxIgnoredNames, each at most MaxIgnoredNameLen
-// bytes, in the order first met. It is meaningful only when decoding
+// bytes, in the order first met. Only keys that read as names (letters,
+// digits, '_', '-' and '.') are kept: a key such as a URL or a credential
+// is counted but never repeated back. It is meaningful only when decoding
 // succeeds. It is not safe for concurrent use.
 type IgnoredFields struct {
 	Count int
@@ -65,7 +67,7 @@ type IgnoredFields struct {
 // keeps its name if there is room.
 func (g *IgnoredFields) add(name []byte) {
 	g.Count++
-	if len(g.Names) >= MaxIgnoredNames {
+	if len(g.Names) >= MaxIgnoredNames || !plainName(name) {
 		return
 	}
 	if len(name) > MaxIgnoredNameLen {
@@ -81,6 +83,17 @@ func (g *IgnoredFields) add(name []byte) {
 		}
 	}
 	g.Names = append(g.Names, string(name))
+}
+
+// plainName reports whether name is made of letters, digits, '_', '-'
+// and '.' only, and is not empty.
+func plainName(name []byte) bool {
+	for _, r := range string(name) {
+		if !unicode.IsLetter(r) && !unicode.IsNumber(r) && r != '_' && r != '-' && r != '.' {
+			return false
+		}
+	}
+	return len(name) > 0
 }
 
 // Decoder turns JSON bodies into validated requests. Its zero value is not

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -213,9 +214,14 @@ func refCanonical(rawKey []byte) string {
 	panic("no field of Wire is named " + string(rawKey))
 }
 
+var refPlainName = regexp.MustCompile(`^[\pL\pN_.-]+$`)
+
 // refIgnore is IgnoredFields.add.
 func refIgnore(g *IgnoredFields, name string) {
 	g.Count++
+	if !refPlainName.MatchString(name) {
+		return
+	}
 	for len(name) > MaxIgnoredNameLen {
 		_, n := utf8.DecodeLastRuneInString(name)
 		name = name[:len(name)-n]
