@@ -3,6 +3,8 @@
 # the same run, then the hot-path micro-benchmarks.
 #   BenchmarkEndToEnd         NDJSON over HTTP -> JetStream -> aggregator -> ClickHouse server rows,
 #                             beside raw clickhouse-go inserts of the same rows (ratio)
+#   BenchmarkAggregators      a backlog of events in JetStream drained into ClickHouse by 1, then 2
+#                             aggregators, beside a raw insert of the same rows (events/s, ratios)
 #   BenchmarkSingleEventPost  one-event POSTs answered after JetStream persisted them
 #   scripts/bench-http.sh     single-event POSTs with wrk at 256 and 10,000 connections: pulse beside a bare
 #                             echo handler (requests/s and peak RSS ratios), then exactly-once under wrk
@@ -33,6 +35,8 @@ go test -run '^$' -bench 'BenchmarkEndToEnd$' -benchtime "${events}x" -count 3 -
 	grep -E '^Benchmark|^ok|FAIL' | tee /dev/stderr |
 	awk '/^BenchmarkEndToEnd/ { for (i = 1; i < NF; i++) if ($(i+1) == "ratio") r[++n] = $i }
 		END { if (n) { asort(r); printf "  end-to-end / raw insert, median of %d runs: %.2f\n", n, r[int((n+1)/2)] } }' 2>&1
+# Scale-out: the same backlog drained by one aggregator, then by two sharing the durable consumer.
+go test -run '^$' -bench 'BenchmarkAggregators$' -benchtime 300000x -timeout 20m ./aggregator | grep -E '^Benchmark|^ok|FAIL'
 go test -run '^$' -bench 'BenchmarkSingleEventPost$' -benchtime 20000x -timeout 10m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
 "$repo/scripts/bench-http.sh"
 go test -run '^$' -bench 'BenchmarkServeLatency$' -benchtime 20x -timeout 10m ./cmd/pulse | grep -E '^Benchmark|^ok|FAIL'
