@@ -73,13 +73,14 @@ func postgresAuthError(err error) bool {
 func authFailures(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pulse_dependency_auth_failures_total",
-		Help: "Refusals of Pulse's credential by a dependency while running (clickhouse, redis), by dependency. NATS counts in pulse_nats_errors_total{kind=\"auth\"}.",
+		Help: "Refusals of Pulse's credential by a dependency while running (clickhouse, redis, and postgres: the database probe's connections), by dependency. NATS counts in pulse_nats_errors_total{kind=\"auth\"}.",
 	}, []string{"dependency"})
 	if err := reg.Register(c); err != nil {
 		return nil, fmt.Errorf("register credential metrics: %w", err)
 	}
 	c.WithLabelValues("clickhouse")
 	c.WithLabelValues("redis")
+	c.WithLabelValues("postgres")
 	return c, nil
 }
 

@@ -449,6 +449,11 @@ func (s *process) run(ctx context.Context) error {
 			pc.Redis = s.redis
 		}
 		pc.Registerer = s.metrics.Registerer()
+		pc.DatabaseFailed = func(err error) {
+			if postgresAuthError(err) {
+				s.authFails.WithLabelValues("postgres").Inc()
+			}
+		}
 		if s.runner, err = probe.New(pc, probe.JetStreamPublisher{JS: s.js}, s.log); err != nil {
 			return err
 		}

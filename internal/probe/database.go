@@ -33,6 +33,7 @@ const (
 // databaseProbe checks the app's Postgres.
 type databaseProbe struct {
 	pool      *pgxpool.Pool // nil: not configured
+	failed    func(error)   // Config.DatabaseFailed
 	host      string
 	slow      time.Duration
 	poolFacts poolDetails
@@ -76,7 +77,7 @@ type databaseDetails struct {
 // newDatabaseProbe builds the probe's pool; it connects only when the
 // probe first runs.
 func newDatabaseProbe(cfg Config) (*databaseProbe, error) {
-	p := &databaseProbe{host: cfg.DatabaseHost, slow: cfg.SlowQueryThreshold}
+	p := &databaseProbe{host: cfg.DatabaseHost, slow: cfg.SlowQueryThreshold, failed: cfg.DatabaseFailed}
 	if cfg.DatabaseURL == "" {
 		return p, nil
 	}
@@ -130,6 +131,9 @@ func (p *databaseProbe) run(ctx context.Context) ([]event.HealthResult, []event.
 	d := databaseDetails{Pool: &pool}
 	start := time.Now()
 	fail := func(err error) ([]event.HealthResult, []event.ResourceSample) {
+		if p.failed != nil {
+			p.failed(err)
+		}
 		d.Error, d.Cause = "unreachable", cause(err)
 		return []event.HealthResult{result(ts, "database", "", event.StatusCritical, ms(time.Since(start)), d)}, nil
 	}

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,8 +16,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/wedsync/pulse/internal/event"
+	"github.com/wedsync/pulse/internal/testenv"
 )
 
 // sharedDatabaseURL is the Postgres that scripts/services.sh runs.
@@ -308,5 +311,36 @@ func TestDatabaseWrongDatabaseAndPassword(t *testing.T) {
 		if strings.Contains(string(h.Details), "wrong-pw-77") || strings.Contains(string(h.Details), "127.0.0.1") {
 			t.Errorf("details leak the DSN: %s", h.Details)
 		}
+	}
+}
+
+// TestDatabaseRefusedCredential: a Postgres that checks passwords refuses
+// the probe's; the result is critical without the password, and
+// DatabaseFailed sees the server's refusal (SQLSTATE 28P01), which pulse
+// serve counts in pulse_dependency_auth_failures_total{dependency="postgres"}.
+func TestDatabaseRefusedCredential(t *testing.T) {
+	srv := testenv.StartPostgresServer(t, "right-pw-7d1f")
+	var refused []error
+	p := newDB(t, Config{DatabaseURL: srv.URL("wrong-pw-93ab"), DatabaseFailed: func(err error) { refused = append(refused, err) }})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs, _ := p.run(ctx)
+	if len(hs) != 1 {
+		t.Fatalf("%d results; want 1", len(hs))
+	}
+	wantStatus(t, "wrong password", hs[0], event.StatusCritical)
+	if b, _ := json.Marshal(hs[0]); strings.Contains(string(b), "wrong-pw-93ab") {
+		t.Errorf("the result holds the password: %s", b)
+	}
+	var pe *pgconn.PgError
+	if len(refused) != 1 || !errors.As(refused[0], &pe) || pe.Code != "28P01" {
+		t.Fatalf("DatabaseFailed got %v; want one invalid_password (28P01) error", refused)
+	}
+
+	refused = nil
+	p = newDB(t, Config{DatabaseURL: srv.URL("right-pw-7d1f"), DatabaseFailed: func(err error) { refused = append(refused, err) }})
+	hs, _ = p.run(ctx)
+	if hs[0].Status == event.StatusCritical || len(refused) != 0 {
+		t.Errorf("right password: status %s, DatabaseFailed got %v; want not critical and no call", hs[0].Status, refused)
 	}
 }

@@ -131,6 +131,7 @@ type Config struct {
 	DatabaseHost             string        // host of the connections resource sample; default "postgres"
 	DatabaseStatementTimeout time.Duration // statement_timeout of the probe's sessions; default 3s
 	SlowQueryThreshold       time.Duration // a statement is slow when its mean time exceeds this; default 1s
+	DatabaseFailed           func(error)   // when not nil, called with each failure to reach the database (connect or ping); pulse serve counts credential refusals
 
 	AuthHealthURL string // e.g. https://<project>.supabase.co/auth/v1/health; "" = not configured
 	AuthAPIKey    string // sent as the apikey header of the auth check; never logged
