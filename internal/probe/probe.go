@@ -68,6 +68,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -156,7 +157,8 @@ type Config struct {
 	Redis      redis.UniversalClient // nil: redis not configured
 
 	// Registerer, when not nil, gets the Runner's metrics:
-	// pulse_probe_runs_total, and pulse_probe_published_messages_total and
+	// pulse_probe_runs_total, pulse_probe_panics_total, and
+	// pulse_probe_published_messages_total and
 	// pulse_probe_publish_failures_total with source="probe".
 	Registerer prometheus.Registerer
 }
@@ -289,6 +291,7 @@ type Stats struct {
 	Runs            atomic.Uint64 // probe runs completed
 	Published       atomic.Uint64 // messages the stream acknowledged
 	PublishFailures atomic.Uint64 // messages that could not be published (dropped; the next run reports again)
+	Panics          atomic.Uint64 // probe runs that panicked (recovered, reported critical)
 }
 
 // Runner runs the probes. Create it with New and call Run once.
@@ -327,6 +330,9 @@ func New(cfg Config, pub Publisher, log zerolog.Logger) (*Runner, error) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "pulse_probe_runs_total", Help: "Health probe runs completed.",
 		}, func() float64 { return float64(r.stats.Runs.Load()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pulse_probe_panics_total", Help: "Health probe runs that panicked; each was recovered and reported critical.",
+		}, func() float64 { return float64(r.stats.Panics.Load()) }))
 		registerPublish(reg, "probe", &r.stats.Published, &r.stats.PublishFailures)
 	}
 	return r, nil
@@ -433,7 +439,7 @@ func (r *Runner) runOnce(ctx context.Context, p prober) {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	results, samples := p.run(rctx)
+	results, samples := r.safeRun(rctx, p)
 	cancel()
 	if ctx.Err() != nil {
 		return // shutting down: a run cut short says nothing about the dependency
@@ -459,6 +465,29 @@ func (r *Runner) runOnce(ctx context.Context, p prober) {
 		}
 		r.publish(pctx, ResourceSubject(s.Host), data)
 	}
+}
+
+// safeRun runs p once. A probe that panics does not take the process
+// down: its component is reported critical ("probe failed") and the panic
+// is logged with its stack (which holds no values) and counted.
+func (r *Runner) safeRun(ctx context.Context, p prober) (results []event.HealthResult, samples []event.ResourceSample) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.stats.Panics.Add(1)
+			r.log.Error().Str("probe", p.component()).Str("panic", fmt.Sprintf("%T", v)).Bytes("stack", debug.Stack()).
+				Msg("probe panicked; reported critical, the next run tries again")
+			results = []event.HealthResult{result(time.Now(), p.component(), "", event.StatusCritical, 0,
+				failedDetails{Error: "probe failed", Cause: "the probe panicked"})}
+			samples = nil
+		}
+	}()
+	return p.run(ctx)
+}
+
+// failedDetails are the details of a probe that failed in itself.
+type failedDetails struct {
+	Error string `json:"error"`
+	Cause string `json:"cause"`
 }
 
 func (r *Runner) publish(ctx context.Context, subject string, data []byte) {
