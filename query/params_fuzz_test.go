@@ -20,7 +20,7 @@ var fuzzRoutes = []struct {
 }{
 	{"/api/admin/system/performance", []string{"timeframe", "metric", "service", "endpoint", "fill", "series", "limit"}},
 	{"/api/admin/system/resources", []string{"resource_type", "alert_threshold"}},
-	{"/api/admin/system/health", []string{"component", "detailed"}},
+	{"/api/admin/system/health", []string{"component", "detailed", "timeframe"}},
 }
 
 // FuzzQueryParams sends any query string to each query route, on a real
