@@ -163,7 +163,12 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", a.cfg.Consumer, err)
 	}
-	full := make(chan *batch, 1)
+	// Unbuffered: a full batch stays with handOver, which heartbeats its
+	// messages, until the writer takes it and heartbeats them itself. A
+	// buffered batch would wait unheartbeated behind a slow insert, and
+	// past AckWait JetStream would hand its messages to another
+	// aggregator while this one still meant to insert them.
+	full := make(chan *batch)
 	var g errgroup.Group
 	g.Go(func() error {
 		defer close(full)

@@ -313,6 +313,23 @@ func assertExactlyOnce(t *testing.T, prefix string, want map[string]bool, dsns .
 		if dup+extra+lost > 0 || len(got) != len(want) {
 			t.Errorf("%s: %d distinct IDs, want %d: %d duplicated, %d never accepted, %d lost", dsn, len(got), len(want), dup, extra, lost)
 		}
+		if dup > 0 {
+			// Where the copies came from: one stream message stored twice
+			// (the sink), or two stream messages holding one event (the edge).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			rows, err := s.Query(ctx, "SELECT toString(groupArray(stream_seq)), toString(groupArray(seq_idx)), toString(groupArray(_part)) FROM "+s.T("requests")+
+				" WHERE startsWith(request_id, "+chstore.Quote(prefix)+") GROUP BY request_id HAVING count() > 1 LIMIT 3")
+			for err == nil && rows.Next() {
+				var seqs, idxs, parts string
+				if rows.Scan(&seqs, &idxs, &parts) == nil {
+					t.Logf("%s: a duplicated event: stream_seq %s, seq_idx %s, parts %s", dsn, seqs, idxs, parts)
+				}
+			}
+			if err == nil {
+				rows.Close()
+			}
+			cancel()
+		}
 		// The rollup counts each once too: the views run where a row was
 		// inserted, and replication copies their parts, not their inputs.
 		var rolled uint64
