@@ -149,9 +149,11 @@ func (s *Sink) dropStored(ctx context.Context, b *batch, t *rows) error {
 	}
 	// The keys, and in the same query (so from the same server) how far
 	// that server lags its replicas: a row with stream_seq 0, which no
-	// message has, carries the replication entries it has not applied yet.
+	// message has, carries the replication entries it has not applied yet
+	// (queued, or in the shared log and not yet copied; a table whose log
+	// never had an entry reads log_max_index 0 and log_pointer 0).
 	q := fmt.Sprintf(`SELECT stream_seq, seq_idx, toUInt64(0) FROM %s WHERE ts >= %s AND ts <= %s AND stream_seq >= %d AND stream_seq <= %d
-		UNION ALL SELECT toUInt64(0), toUInt32(0), toUInt64(queue_size) + toUInt64(log_pointer <= log_max_index)
+		UNION ALL SELECT toUInt64(0), toUInt32(0), toUInt64(queue_size) + toUInt64(log_max_index > 0 AND log_pointer <= log_max_index)
 		FROM system.replicas WHERE database = %s AND table = %s`,
 		s.store.T(t.table), chstore.DateTime(tlo), chstore.DateTime(thi.Add(time.Second)), lo, hi,
 		chstore.Quote(s.store.Database()), chstore.Quote(t.table))

@@ -118,13 +118,41 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// createOrUpdate creates the stream of cfg or updates it to cfg. Processes
+// starting together race to create it: the loser's create can fail with
+// "subjects overlap" or "name already in use" while the winner's stream is
+// being created (on a cluster, until its replicas agree), so those errors
+// are retried a few times, after which the stream exists and is updated.
+// errCodeSubjectOverlap is the server's "subjects overlap with an existing
+// stream" (nats.go names no constant for it).
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
+
+func createOrUpdate(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		if _, err = js.CreateOrUpdateStream(ctx, cfg); err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeSubjectOverlap && apiErr.ErrorCode != jetstream.JSErrCodeStreamNameInUse {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
 // Ensure creates the ingest and dead-letter streams, or updates them to c.
 //
 // The ingest stream is a work queue: a message is removed once the
 // aggregator acked it, so its bytes are the backlog, and discard-new makes
 // a full backlog refuse publishes, which the edge turns into 503.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err := createOrUpdate(ctx, js, jetstream.StreamConfig{
 		Name:        c.IngestStream,
 		Description: "Pulse ingest: request metrics, resource samples and health results awaiting the aggregator",
 		Subjects:    []string{SubjectIngest + ">"},
@@ -140,7 +168,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", c.IngestStream, err)
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = createOrUpdate(ctx, js, jetstream.StreamConfig{
 		Name:        c.DeadLetterStream,
 		Description: "Pulse dead letters: ingest messages that failed validation, with the reason",
 		Subjects:    []string{SubjectDeadLetter + ">"},
@@ -154,7 +182,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", c.DeadLetterStream, err)
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = createOrUpdate(ctx, js, jetstream.StreamConfig{
 		Name:        c.EdgeLogStream,
 		Description: "Pulse edge log: batches of coalesced single events, kept for the duplicate window so that any edge can recognise a retry",
 		Subjects:    []string{SubjectEdgeLog},
