@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,7 +250,7 @@ func (l *load) tally(t *testing.T, fault string, store *chstore.Store, timeout t
 		statuses[k] = v
 	}
 	l.mu.Unlock()
-	stored := map[string]uint64{}
+	var stored map[string]uint64
 	deadline := time.Now().Add(timeout)
 	for {
 		stored = storedIDCounts(t, store, l.prefix)
@@ -588,13 +587,3 @@ func (p *tcpProxy) close() {
 }
 
 func lastChars(s string, n int) string { return s[max(0, len(s)-n):] }
-
-// formatTallies renders tallies as the soak's table.
-func formatTallies(rows []tally) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-32s %10s %10s %10s %10s %6s\n", "fault", "sent", "accepted", "stored", "duplicated", "lost")
-	for _, r := range rows {
-		fmt.Fprintf(&b, "%-32s %10d %10d %10d %10d %6d\n", r.Fault, r.Sent, r.Accepted, r.Stored, r.Duplicated, r.Lost)
-	}
-	return b.String()
-}

@@ -3,7 +3,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,4 +51,14 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak of %s:\n%s", d, formatTallies(rows))
 	os.Stdout.WriteString(formatTallies(rows))
+}
+
+// formatTallies renders tallies as the soak's table.
+func formatTallies(rows []tally) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-32s %10s %10s %10s %10s %6s\n", "fault", "sent", "accepted", "stored", "duplicated", "lost")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-32s %10d %10d %10d %10d %6d\n", r.Fault, r.Sent, r.Accepted, r.Stored, r.Duplicated, r.Lost)
+	}
+	return b.String()
 }

@@ -296,7 +296,7 @@ func (s *HostSampler) readCounters(ctx context.Context) (*counters, error) {
 // them: guest time is part of user time and not added again; idle and
 // iowait are not busy.
 func cpuBusy(t cpu.TimesStat) (all, busy float64) {
-	all = t.Total() - t.Guest - t.GuestNice
+	all = t.User + t.System + t.Idle + t.Nice + t.Iowait + t.Irq + t.Softirq + t.Steal
 	return all, all - t.Idle - t.Iowait
 }
 
