@@ -118,15 +118,15 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// errCodeSubjectOverlap is the server's "subjects overlap with an existing
+// stream" (nats.go names no constant for it).
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
+
 // createOrUpdate creates the stream of cfg or updates it to cfg. Processes
 // starting together race to create it: the loser's create can fail with
 // "subjects overlap" or "name already in use" while the winner's stream is
 // being created (on a cluster, until its replicas agree), so those errors
 // are retried a few times, after which the stream exists and is updated.
-// errCodeSubjectOverlap is the server's "subjects overlap with an existing
-// stream" (nats.go names no constant for it).
-const errCodeSubjectOverlap jetstream.ErrorCode = 10065
-
 func createOrUpdate(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
 	var err error
 	for attempt := 1; attempt <= 5; attempt++ {
