@@ -2,12 +2,9 @@ package query_test
 
 import (
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,89 +18,6 @@ import (
 	"github.com/wedsync/pulse/query"
 )
 
-// tcpProxy forwards loopback connections to a target address until
-// closed; once closed its port refuses connections.
-type tcpProxy struct {
-	l      net.Listener
-	target string
-
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{l: l, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.Close)
-	return p
-}
-
-func (p *tcpProxy) Addr() string { return p.l.Addr().String() }
-
-func (p *tcpProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		if !p.track(c, up) {
-			return
-		}
-		p.wg.Add(2)
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *tcpProxy) track(cs ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		for _, c := range cs {
-			c.Close()
-		}
-		return false
-	}
-	p.conns = append(p.conns, cs...)
-	return true
-}
-
-func (p *tcpProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// Close stops listening and cuts every connection; it waits for the
-// proxy's goroutines. It is idempotent.
-func (p *tcpProxy) Close() {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
-		p.l.Close()
-		for _, c := range p.conns {
-			c.Close()
-		}
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // TestHealthStoreDown stops ClickHouse answering (the proxy Pulse reaches
 // it through closes, so its port refuses): health still answers 200 from
 // the probes' latest results in memory, with every component, the store
@@ -115,7 +29,7 @@ func TestHealthStoreDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newTCPProxy(t, u.Host)
+	proxy := testenv.StartTCPProxy(t, u.Host)
 	store, err := chstore.Open(ctx(t), "clickhouse://"+proxy.Addr()+"/"+direct.Database(), zerolog.Nop())
 	if err != nil {
 		t.Fatalf("open ClickHouse through the proxy: %v", err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -439,8 +438,8 @@ func faultPostgresUnreachable(t *testing.T, scale int) tally {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startTCPProxy(t, pg.Host)
-	pg.Host = proxy.addr()
+	proxy := testenv.StartTCPProxy(t, pg.Host)
+	pg.Host = proxy.Addr()
 	r := newRig(t, rigOptions{env: []string{"PULSE_DATABASE_URL=" + pg.String(), "PULSE_ADMIN_RATE_LIMIT=100000/min"}})
 	p := r.start("all", "--probe-interval", "5s") // at least the probes' 5 s timeout
 	l := startLoad("pg", 4, 200, 20*time.Millisecond, ingestURL(p))
@@ -456,7 +455,7 @@ func faultPostgresUnreachable(t *testing.T, scale int) tally {
 	}
 	testenv.Eventually(t, 30*time.Second, "the database probed healthy through the proxy", func() bool { return probed("healthy", "degraded") })
 	pause(time.Second, scale)
-	proxy.close()
+	proxy.Close()
 	testenv.Eventually(t, 30*time.Second, "the database probed critical once unreachable", func() bool { return probed("critical") })
 	critical := fmt.Sprintf("SELECT count() FROM %s WHERE component = 'database' AND status = 'critical'", r.store.T("health_checks"))
 	testenv.Eventually(t, 30*time.Second, "the critical result stored", func() bool { return testenv.Count(t, r.store, critical) > 0 })
@@ -521,69 +520,6 @@ func faultClickHouseStopped(t *testing.T, scale int) tally {
 		t.Errorf("rollup counts %d; want %d", got, out.Accepted)
 	}
 	return out
-}
-
-// tcpProxy forwards loopback connections to a target until closed; close
-// cuts every connection and refuses new ones, as an unreachable server.
-type tcpProxy struct {
-	l      net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func startTCPProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{l: l, target: target}
-	p.wg.Go(p.serve)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *tcpProxy) addr() string { return p.l.Addr().String() }
-
-func (p *tcpProxy) serve() {
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			c.Close()
-			u.Close()
-			return
-		}
-		p.conns = append(p.conns, c, u)
-		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(u, c); u.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(c, u); c.Close() })
-	}
-}
-
-func (p *tcpProxy) close() {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
-		p.l.Close()
-		for _, c := range p.conns {
-			c.Close()
-		}
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
 
 func lastChars(s string, n int) string { return s[max(0, len(s)-n):] }
